@@ -1,0 +1,323 @@
+"""Launching one attempt of one invocation: cache check, step run row, inline or isolated.
+
+Shared by the static scheduler and dynamic runs. An attempt ends by calling its `on_done`
+callback exactly once with a `StepOutcome`, from whatever thread finished it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kstep._caching import InputToken, compute_cache_key, step_fingerprint
+from kstep._compile import ArtifactRef, Binding, InputList, Param
+from kstep._errors import ExecutionError, StepFailed
+from kstep._params import canonical_json
+from kstep.engine._owner import current_owner
+from kstep.materializers import materializer_version, resolve_materializer
+from kstep.runner import RunInfo, StepOutcome, StepRequest, execute_step
+from kstep.runner._isolated import request_to_json
+from kstep.runner._request import bindings_to_json
+from kstep.stores.metadata import ArtifactVersionRecord, InputEdge, StepRunRecord, utcnow
+from kstep.stores.metadata.store import new_id
+
+if TYPE_CHECKING:
+    from kstep._steps import Step
+    from kstep.engine._local import LocalEngine
+
+logger = logging.getLogger(__name__)
+
+OnDone = Callable[[StepOutcome], None]
+
+
+@dataclass
+class PreparedInvocation:
+    """An invocation with its inputs resolved, ready for a cache check or an attempt."""
+
+    invocation_id: str
+    step: Step[..., Any]
+    inputs: dict[str, Binding]
+    versions: dict[str, ArtifactVersionRecord]
+    upstream: list[str]
+    parameters: dict[str, Any]
+    edges: list[InputEdge]
+    cache_key: str
+    input_fingerprint: str
+    runtime: str
+    cache_enabled: bool
+    attempts: int = 0
+    step_run_ids: list[str] = field(default_factory=list)
+
+
+class RunningAttempt:
+    """Handle on an attempt in progress, able to stop an isolated one."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Terminate the attempt's process, if it has one (inline threads cannot be stopped)."""
+        self.cancelled = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+
+class AttemptLauncher:
+    """Starts attempts of a run's invocations on the local engine."""
+
+    def __init__(self, engine: LocalEngine, run: RunInfo, pipeline_cache: bool) -> None:
+        self.engine = engine
+        self.stores = engine.stores
+        self.settings = engine.settings
+        self.run = run
+        self.pipeline_cache = pipeline_cache
+
+    # -------------------------------------------------------------- preparing
+
+    def prepare(
+        self,
+        invocation_id: str,
+        step: Step[..., Any],
+        inputs: dict[str, Binding],
+        versions: dict[str, ArtifactVersionRecord],
+        upstream: list[str],
+    ) -> PreparedInvocation:
+        """Resolve what the cache key and the step run row need from resolved inputs."""
+        parameters: dict[str, Any] = {}
+        edges: list[InputEdge] = []
+        tokens: dict[str, Any] = {}
+        for name, binding in inputs.items():
+            if isinstance(binding, Param):
+                parameters[name] = binding.value
+            elif isinstance(binding, ArtifactRef):
+                edges.append(InputEdge(name, binding.artifact_version_id, -1, binding.item))
+                tokens[name] = InputToken.of(versions[binding.artifact_version_id], binding.item)
+            elif isinstance(binding, InputList):
+                tokens[name] = []
+                for position, item in enumerate(binding.items):
+                    if isinstance(item, ArtifactRef):
+                        edges.append(InputEdge(name, item.artifact_version_id, position, item.item))
+                        tokens[name].append(
+                            InputToken.of(versions[item.artifact_version_id], item.item)
+                        )
+                    elif isinstance(item, Param):
+                        tokens[name].append(item.value)
+        cache_key = compute_cache_key(step_fingerprint(step), parameters, tokens)
+        enabled = step.config.enable_cache
+        fingerprint = hashlib.sha256(canonical_json(bindings_to_json(inputs)).encode()).hexdigest()
+        return PreparedInvocation(
+            invocation_id=invocation_id,
+            step=step,
+            inputs=inputs,
+            versions=versions,
+            upstream=upstream,
+            parameters=parameters,
+            edges=edges,
+            cache_key=cache_key,
+            input_fingerprint=fingerprint,
+            runtime=step.config.runtime or "inline",
+            cache_enabled=self.pipeline_cache if enabled is None else enabled,
+        )
+
+    # -------------------------------------------------------------- cache
+
+    def try_cache(self, prepared: PreparedInvocation) -> dict[str, ArtifactVersionRecord] | None:
+        """Record a cached step run and return its outputs if a valid cache hit exists."""
+        if not prepared.cache_enabled:
+            return None
+        expires = prepared.step.config.cache_expires_after
+        not_before = utcnow() - datetime.timedelta(seconds=expires) if expires else None
+        hit = self.stores.metadata.find_cache_hit(prepared.cache_key, not_before)
+        if hit is None:
+            return None
+        original, outputs = hit
+        if set(outputs) != set(prepared.step.output_names) or not all(
+            self._still_valid(record) for record in outputs.values()
+        ):
+            return None
+        now = utcnow()
+        step_run = StepRunRecord(
+            id=new_id(),
+            run_id=self.run.id,
+            invocation_id=prepared.invocation_id,
+            step_name=prepared.step.name,
+            attempt=1,
+            status="cached",
+            runtime=prepared.runtime,
+            parameters=prepared.parameters,
+            upstream=prepared.upstream,
+            cache_key=prepared.cache_key,
+            input_fingerprint=prepared.input_fingerprint,
+            original_step_run_id=original.id,
+            logs_uri=original.logs_uri,
+            created_at=now,
+            started_at=now,
+            finished_at=now,
+            updated_at=now,
+        )
+        self.stores.metadata.record_step_run(
+            step_run, prepared.edges, {name: record.id for name, record in outputs.items()}
+        )
+        prepared.step_run_ids.append(step_run.id)
+        logger.debug("Step %r is a cache hit of step run %s.", prepared.invocation_id, original.id)
+        return outputs
+
+    def _still_valid(self, record: ArtifactVersionRecord) -> bool:
+        # A hit is only as good as its artifacts: gone files, or a materializer whose code
+        # changed since, make it a miss.
+        try:
+            current = materializer_version(resolve_materializer(record.materializer))
+        except Exception:
+            return False
+        return current == record.materializer_version and self.stores.artifacts.exists(record.uri)
+
+    # -------------------------------------------------------------- attempts
+
+    def start(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
+        """Record a new attempt's step run and start it on its runtime."""
+        prepared.attempts += 1
+        attempt = prepared.attempts
+        step_run_id = new_id()
+        prepared.step_run_ids.append(step_run_id)
+        now = utcnow()
+        logs_uri = self.stores.artifacts.log_uri(self.run.id, step_run_id)
+        self.stores.metadata.start_step_run(
+            StepRunRecord(
+                id=step_run_id,
+                run_id=self.run.id,
+                invocation_id=prepared.invocation_id,
+                step_name=prepared.step.name,
+                attempt=attempt,
+                status="running",
+                runtime=prepared.runtime,
+                parameters=prepared.parameters,
+                upstream=prepared.upstream,
+                cache_key=prepared.cache_key,
+                input_fingerprint=prepared.input_fingerprint,
+                logs_uri=logs_uri,
+                owner=current_owner(),
+                created_at=now,
+                started_at=now,
+                updated_at=now,
+            ),
+            prepared.edges,
+        )
+        request = StepRequest(
+            run=self.run,
+            step_run_id=step_run_id,
+            invocation_id=prepared.invocation_id,
+            step=prepared.step,
+            attempt=attempt,
+            final_attempt=attempt > prepared.step.config.retry.max_retries,
+            inputs=prepared.inputs,
+            logs_uri=logs_uri,
+            known_versions=prepared.versions,
+        )
+        handle = RunningAttempt()
+        if prepared.runtime == "isolated":
+            self.engine.isolated_slots.acquire()
+            threading.Thread(
+                target=self._run_isolated,
+                args=(request, handle, on_done),
+                name=f"kstep-isolated-{prepared.invocation_id}",
+                daemon=True,
+            ).start()
+        else:
+            self.engine.inline_pool.submit(self._run_inline, request, on_done)
+        return handle
+
+    def _run_inline(self, request: StepRequest, on_done: OnDone) -> None:
+        try:
+            outcome = execute_step(request, self.stores, self.settings)
+        except BaseException as error:
+            outcome = self._record_lost(request, f"the step-runner failed: {error!r}", error)
+        on_done(outcome)
+
+    def _run_isolated(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
+        try:
+            outcome = self._spawn(request, handle)
+        except BaseException as error:
+            outcome = self._record_lost(request, f"starting the step process failed: {error!r}")
+        finally:
+            self.engine.isolated_slots.release()
+        on_done(outcome)
+
+    def _spawn(self, request: StepRequest, handle: RunningAttempt) -> StepOutcome:
+        payload = json.dumps(request_to_json(request)).encode()
+        with tempfile.NamedTemporaryFile(prefix="kstep-request-", suffix=".json") as file:
+            file.write(payload)
+            file.flush()
+            environment = {**os.environ, **self.settings.child_environment()}
+            environment["PYTHONPATH"] = os.pathsep.join(
+                p for p in [os.getcwd(), *sys.path, environment.get("PYTHONPATH", "")] if p
+            )
+            handle.process = subprocess.Popen(
+                [sys.executable, "-m", "kstep.runner", "--request", file.name],
+                env=environment,
+            )
+            if handle.cancelled:
+                handle.process.terminate()
+            code = handle.process.wait()
+        return self._collect(request, code, handle.cancelled)
+
+    def _collect(self, request: StepRequest, code: int, cancelled: bool) -> StepOutcome:
+        record = self.stores.metadata.get_step_run(request.step_run_id)
+        if record.status == "completed":
+            return StepOutcome("completed", self.stores.metadata.outputs_of(record.id))
+        if record.status in ("failed", "retrying"):
+            return StepOutcome(record.status, error=rebuild_error(record))
+        if cancelled:
+            self.stores.metadata.update_step_run(
+                record.id, status="cancelled", finished_at=utcnow(), error_message="cancelled"
+            )
+            return StepOutcome(
+                "cancelled", error=ExecutionError(f"step {record.invocation_id!r} was cancelled")
+            )
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return self._record_lost(
+            request, f"the isolated step process {how} before recording a result"
+        )
+
+    def _record_lost(
+        self, request: StepRequest, reason: str, error: BaseException | None = None
+    ) -> StepOutcome:
+        status = "failed" if request.final_attempt else "retrying"
+        message = f"step {request.invocation_id!r}: {reason}"
+        self.stores.metadata.update_step_run(
+            request.step_run_id,
+            status=status,
+            finished_at=utcnow(),
+            error_type="kstep.ExecutionError",
+            error_message=message,
+        )
+        return StepOutcome(status, error=error or ExecutionError(message))
+
+
+def rebuild_error(record: StepRunRecord) -> BaseException:
+    """The exception a step failed with, recreated from its stored type and message."""
+    from kstep.materializers._base import import_type
+
+    message = record.error_message or ""
+    type_name = record.error_type or ""
+    try:
+        error_type = import_type(type_name, "exception type")
+        if isinstance(error_type, type) and issubclass(error_type, Exception):
+            return error_type(message)
+    except Exception:
+        logger.debug("Exception type %r cannot be recreated here.", type_name)
+    return StepFailed(
+        f"step {record.invocation_id!r} failed with {type_name}: {message}",
+        error_type=type_name,
+        invocation_id=record.invocation_id,
+    )

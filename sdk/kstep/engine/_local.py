@@ -1,0 +1,181 @@
+"""The local engine: runs pipelines in the calling process, with nothing to set up.
+
+Inline steps run on a thread pool, isolated steps each in a subprocess through the same
+step-runner entry point that Job pods use. Runs, artifacts and logs go to the stores the
+settings name (by default SQLite and a directory under `~/.kstep`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from kstep._errors import RunFailed, StepDefinitionError
+from kstep._settings import Settings
+from kstep.engine._attempts import AttemptLauncher
+from kstep.engine._owner import current_owner, owner_is_alive
+from kstep.engine._static import RunResult, StaticScheduler, describe_failure
+from kstep.runner import RunInfo
+from kstep.stores import Stores
+from kstep.stores.metadata import RunRecord, utcnow
+from kstep.stores.metadata.store import new_id
+
+if TYPE_CHECKING:
+    from kstep._pipelines import Pipeline
+    from kstep.client import Run
+
+logger = logging.getLogger(__name__)
+
+_default: LocalEngine | None = None
+_default_lock = threading.Lock()
+
+
+def run_name(pipeline_name: str) -> str:
+    """A unique, readable run name: `<pipeline>-<utc time>-<random>`, DNS-label friendly."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    base = pipeline_name.lower().replace("_", "-").replace(".", "-")
+    return f"{base[:200]}-{stamp}-{secrets.token_hex(3)}"
+
+
+class LocalEngine:
+    """Runs pipelines in this process and records them in the stores."""
+
+    def __init__(self, settings: Settings, stores: Stores | None = None) -> None:
+        self.settings = settings
+        self.stores = stores or Stores.open(settings)
+        self.inline_pool = ThreadPoolExecutor(
+            max_workers=settings.inline_workers, thread_name_prefix="kstep-inline"
+        )
+        self.isolated_slots = threading.BoundedSemaphore(settings.isolated_workers)
+        self.recover_orphans()
+
+    @classmethod
+    def default(cls) -> LocalEngine:
+        """The process's engine, built from the environment's settings on first use."""
+        global _default
+        with _default_lock:
+            if _default is None:
+                _default = cls(Settings())
+            return _default
+
+    @classmethod
+    def reset_default(cls) -> None:
+        """Forget the process's engine (settings are read again on next use)."""
+        global _default
+        with _default_lock:
+            if _default is not None:
+                _default.close()
+            _default = None
+
+    def close(self) -> None:
+        """Stop the thread pool and release the stores."""
+        self.inline_pool.shutdown(wait=True)
+        self.stores.metadata.close()
+
+    # -------------------------------------------------------------- runs
+
+    def run(self, pipeline: Pipeline, parameters: dict[str, Any]) -> Run:
+        """Run a pipeline to its end; raise `RunFailed` if it ends failed or cancelled."""
+        if pipeline.dynamic:
+            from kstep.engine._dynamic import run_dynamic
+
+            return run_dynamic(self, pipeline, parameters)
+        compiled = pipeline.compile(parameters)
+        record = self.start_run(pipeline, parameters, mode="static")
+        info = RunInfo(record.id, record.name, pipeline.name)
+        launcher = AttemptLauncher(self, info, pipeline.enable_cache)
+        try:
+            result = StaticScheduler(launcher, compiled, info).execute()
+        except BaseException as error:
+            self.finish_run(record.id, RunResult("failed", error=error), pipeline)
+            raise
+        return self.finish_run(record.id, result, pipeline)
+
+    def start_run(self, pipeline: Pipeline, parameters: dict[str, Any], mode: str) -> RunRecord:
+        """Record a new run of `pipeline` as running, owned by this process."""
+        now = utcnow()
+        record = RunRecord(
+            id=new_id(),
+            name=run_name(pipeline.name),
+            pipeline_name=pipeline.name,
+            mode=mode,
+            status="running",
+            execution_mode=pipeline.execution_mode,
+            parameters=parameters,
+            entrypoint=_reference_or_none(pipeline),
+            owner=current_owner(),
+            created_at=now,
+            started_at=now,
+            updated_at=now,
+        )
+        self.stores.metadata.create_run(record)
+        logger.debug("Run %s of pipeline %r started.", record.name, pipeline.name)
+        return record
+
+    def finish_run(self, run_id: str, result: RunResult, pipeline: Pipeline) -> Run:
+        """Record a run's end, call the pipeline's hooks and return the run (or raise)."""
+        from kstep.client import Client
+
+        message = describe_failure(result)
+        if result.status == "failed" and message is None and result.error is not None:
+            message = f"{type(result.error).__name__}: {result.error}"
+        self.stores.metadata.update_run(
+            run_id,
+            status=result.status,
+            finished_at=utcnow(),
+            message=message,
+            failed_step=result.failed_step,
+        )
+        if result.status == "completed":
+            _call_hook(pipeline.on_success, ())
+        elif result.status == "failed":
+            _call_hook(pipeline.on_failure, (result.error,))
+        run = Client(stores=self.stores).get_run(run_id)
+        if result.status != "completed":
+            raise RunFailed(run, f"pipeline run {run.name!r} ended {result.status}: {message}")
+        return run
+
+    # -------------------------------------------------------------- orphans
+
+    def recover_orphans(self) -> list[str]:
+        """Fail runs left `running` by a process of this host that no longer exists."""
+        failed: list[str] = []
+        metadata = self.stores.metadata
+        for run in metadata.list_runs(status=["running", "pending"]):
+            if owner_is_alive(run.owner) is not False:
+                continue
+            now = utcnow()
+            pid = (run.owner or {}).get("pid")
+            reason = f"the process that ran it (pid {pid}) exited before the run finished"
+            for step_run in metadata.step_runs_of(run.id):
+                if step_run.status in ("running", "pending") and not owner_is_alive(step_run.owner):
+                    metadata.update_step_run(
+                        step_run.id, status="failed", finished_at=now, error_message=reason
+                    )
+            metadata.update_run(run.id, status="failed", finished_at=now, message=reason)
+            logger.warning("Run %s was orphaned: %s; it is marked failed.", run.name, reason)
+            failed.append(run.id)
+        return failed
+
+
+def _reference_or_none(pipeline: Pipeline) -> str | None:
+    try:
+        return pipeline.reference
+    except StepDefinitionError:
+        return None
+
+
+def _call_hook(hook: Any, arguments: tuple[Any, ...]) -> None:
+    if hook is None:
+        return
+    import inspect
+
+    try:
+        accepted = len(inspect.signature(hook).parameters)
+        hook(*arguments[:accepted])
+    except Exception:
+        logger.exception("A pipeline hook failed; the run's outcome stands.")

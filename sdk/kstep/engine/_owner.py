@@ -1,0 +1,46 @@
+"""Which process owns a run, and whether that process is still alive.
+
+A local run records its owner as host name, pid and the process's start time (from
+`/proc`), so a later engine on the same host can tell a live owner from a dead one even
+after the pid was reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from typing import Any
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@functools.cache
+def current_owner() -> dict[str, Any]:
+    """The owner record of this process."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _start_ticks(pid)}
+
+
+def owner_is_alive(owner: dict[str, Any] | None) -> bool | None:
+    """True or False for an owner on this host; None when it lives elsewhere (unknown)."""
+    if not owner or owner.get("host") != socket.gethostname():
+        return None
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    start = owner.get("start")
+    return start is None or _start_ticks(pid) == start

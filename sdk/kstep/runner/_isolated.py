@@ -1,0 +1,82 @@
+"""Step requests as JSON, for an isolated step's own process (a subprocess or a pod)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from kstep._errors import ExecutionError
+from kstep._retry import Retry
+from kstep._steps import Step, function_reference
+from kstep.runner._references import import_reference
+from kstep.runner._request import RunInfo, StepRequest, bindings_from_json, bindings_to_json
+
+
+def step_options(step: Step[..., Any]) -> dict[str, Any]:
+    """A step's options as JSON, so a copy made by `with_options` is rebuilt elsewhere."""
+    config = step.config
+    options: dict[str, Any] = {
+        "name": config.name,
+        "enable_cache": config.enable_cache,
+        "retry": dataclasses.asdict(config.retry),
+        "runtime": config.runtime,
+        "cache_expires_after": config.cache_expires_after,
+        "output_materializers": {
+            name: f"{cls.__module__}:{cls.__qualname__}"
+            for name, cls in config.output_materializers.items()
+        },
+    }
+    for hook in ("on_failure", "on_success"):
+        function = getattr(config, hook)
+        options[hook] = None if function is None else function_reference(function, f"{hook} hook")
+    return options
+
+
+def rebuild_step(reference: str, options: dict[str, Any]) -> Step[..., Any]:
+    """Import a step by reference and re-apply the options it was called with."""
+    found = import_reference(reference)
+    if not isinstance(found, Step):
+        raise ExecutionError(f"reference {reference!r} is {found!r}, not a @step")
+    wanted = dict(options)
+    wanted["retry"] = Retry(**wanted["retry"])
+    wanted["output_materializers"] = {
+        name: import_reference(ref) for name, ref in wanted["output_materializers"].items()
+    }
+    for hook in ("on_failure", "on_success"):
+        if wanted[hook] is not None:
+            wanted[hook] = import_reference(wanted[hook])
+    if step_options(found) == options:
+        return found
+    return found.with_options(**wanted)
+
+
+def request_to_json(request: StepRequest) -> dict[str, Any]:
+    """A step request as JSON."""
+    return {
+        "run": dataclasses.asdict(request.run),
+        "step_run_id": request.step_run_id,
+        "invocation_id": request.invocation_id,
+        "step": request.step.reference,
+        "options": step_options(request.step),
+        "attempt": request.attempt,
+        "final_attempt": request.final_attempt,
+        "inputs": bindings_to_json(request.inputs),
+        "logs_uri": request.logs_uri,
+    }
+
+
+def request_from_json(data: dict[str, Any]) -> StepRequest:
+    """The inverse of `request_to_json`, importing the step's code."""
+    try:
+        return StepRequest(
+            run=RunInfo(**data["run"]),
+            step_run_id=data["step_run_id"],
+            invocation_id=data["invocation_id"],
+            step=rebuild_step(data["step"], data["options"]),
+            attempt=int(data["attempt"]),
+            final_attempt=bool(data["final_attempt"]),
+            inputs=bindings_from_json(data["inputs"]),
+            logs_uri=data["logs_uri"],
+        )
+    except (KeyError, TypeError) as error:
+        raise ExecutionError(f"step request is malformed: missing or wrong {error}") from None

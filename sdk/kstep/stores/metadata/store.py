@@ -1,0 +1,584 @@
+"""`MetadataStore`: every read and write of run metadata, on SQLite or Postgres.
+
+Hot paths use SQLAlchemy Core statements on the models' tables: one transaction when a step
+run starts and one when it ends. On SQLite, writers take the database lock up front
+(`BEGIN IMMEDIATE`) so concurrent writers queue instead of failing, and threads of one
+process queue on an in-process lock first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from kstep._errors import NotFoundError, StoreError
+from kstep.stores.metadata import models
+from kstep.stores.metadata.records import (
+    ArtifactVersionRecord,
+    InputEdge,
+    NewArtifactVersion,
+    RunRecord,
+    StepRunRecord,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+runs_t = models.PipelineRun.__table__
+steps_t = models.StepRun.__table__
+pipelines_t = models.Pipeline.__table__
+artifacts_t = models.Artifact.__table__
+versions_t = models.ArtifactVersion.__table__
+inputs_t = models.StepRunInput.__table__
+outputs_t = models.StepRunOutput.__table__
+metadata_t = models.MetadataEntry.__table__
+
+_RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
+_STEP_FIELDS = [f.name for f in dataclasses.fields(StepRunRecord)]
+_VERSION_COLUMNS = [
+    versions_t.c.id,
+    artifacts_t.c.name,
+    versions_t.c.version,
+    versions_t.c.uri,
+    versions_t.c.materializer,
+    versions_t.c.materializer_version,
+    versions_t.c.data_type,
+    versions_t.c.content_hash,
+    versions_t.c.producer_step_run_id,
+    versions_t.c.created_at,
+]
+_versions_joined = versions_t.join(artifacts_t, versions_t.c.artifact_id == artifacts_t.c.id)
+
+
+def new_id() -> str:
+    """A fresh id for a row."""
+    return uuid.uuid4().hex
+
+
+class MetadataStore:
+    """Reads and writes runs, step runs, artifact versions, lineage and metadata."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.url = engine.url
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._pipeline_ids: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, url: str) -> MetadataStore:
+        """Connect to the store at `url`, creating and migrating its schema if needed."""
+        from kstep.stores.metadata.schema import ensure_schema
+
+        engine = make_engine(url)
+        ensure_schema(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction (the SQLite write lock is taken when it begins)."""
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock, self.engine.connect() as connection:
+            connection.info["kstep_write"] = True
+            try:
+                with connection.begin():
+                    yield connection
+            except OperationalError as error:
+                raise StoreError(f"metadata store {self.url!r} failed a write: {error}") from error
+            finally:
+                connection.info["kstep_write"] = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    # ------------------------------------------------------------ runs
+
+    def create_run(self, run: RunRecord) -> None:
+        """Insert a new run row (and its pipeline row on first use)."""
+        with self.writing() as connection:
+            pipeline_id = self._pipeline_id(connection, run.pipeline_name)
+            connection.execute(
+                insert(runs_t), {**dataclasses.asdict(run), "pipeline_id": pipeline_id}
+            )
+
+    def _pipeline_id(self, connection: Connection, name: str) -> str:
+        cached = self._pipeline_ids.get(name)
+        if cached is not None:
+            return cached
+        found = connection.execute(
+            select(pipelines_t.c.id).where(pipelines_t.c.name == name)
+        ).scalar()
+        if found is None:
+            found = new_id()
+            connection.execute(
+                insert(pipelines_t), {"id": found, "name": name, "created_at": utcnow()}
+            )
+        self._pipeline_ids[name] = found
+        return str(found)
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        """Set columns of a run row (status, times, message, owner...)."""
+        values["updated_at"] = utcnow()
+        with self.writing() as connection:
+            connection.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
+
+    def get_run(self, id_or_name: str) -> RunRecord:
+        """A run by id or by name."""
+        with self.reading() as connection:
+            row = connection.execute(
+                select(runs_t).where((runs_t.c.id == id_or_name) | (runs_t.c.name == id_or_name))
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no pipeline run has the id or name {id_or_name!r}")
+        return _run(row)
+
+    def list_runs(
+        self,
+        *,
+        pipeline_name: str | None = None,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        """Runs, newest first, optionally of one pipeline and with given statuses."""
+        query = select(runs_t).order_by(runs_t.c.created_at.desc(), runs_t.c.id)
+        if pipeline_name is not None:
+            query = query.where(runs_t.c.pipeline_name == pipeline_name)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            query = query.where(runs_t.c.status.in_(statuses))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.reading() as connection:
+            return [_run(row) for row in connection.execute(query)]
+
+    # ------------------------------------------------------------ step runs
+
+    def start_step_run(self, step_run: StepRunRecord, inputs: Iterable[InputEdge] = ()) -> None:
+        """Insert a step run row and its input edges."""
+        with self.writing() as connection:
+            connection.execute(insert(steps_t), dataclasses.asdict(step_run))
+            self._insert_inputs(connection, step_run.id, inputs)
+
+    def _insert_inputs(
+        self, connection: Connection, step_run_id: str, inputs: Iterable[InputEdge]
+    ) -> None:
+        rows = [
+            {
+                "step_run_id": step_run_id,
+                "name": edge.name,
+                "position": edge.position,
+                "artifact_version_id": edge.artifact_version_id,
+                "item": edge.item,
+            }
+            for edge in inputs
+        ]
+        if rows:
+            connection.execute(insert(inputs_t), rows)
+
+    def update_step_run(self, step_run_id: str, **values: Any) -> None:
+        """Set columns of a step run row."""
+        values["updated_at"] = utcnow()
+        with self.writing() as connection:
+            connection.execute(update(steps_t).where(steps_t.c.id == step_run_id).values(**values))
+
+    def finish_step_run(
+        self,
+        step_run_id: str,
+        *,
+        status: str,
+        outputs: Sequence[NewArtifactVersion] = (),
+        metadata: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> list[ArtifactVersionRecord]:
+        """Record a step run's end: its new artifact versions, output edges and metadata.
+
+        All in one transaction, so a reader sees either none or all of it.
+        """
+        now = utcnow()
+        with self.writing() as connection:
+            records = [self._insert_version(connection, new, step_run_id, now) for new in outputs]
+            if records:
+                connection.execute(
+                    insert(outputs_t),
+                    [
+                        {
+                            "step_run_id": step_run_id,
+                            "name": new.output_name,
+                            "artifact_version_id": new.id,
+                        }
+                        for new in outputs
+                    ],
+                )
+            for new in outputs:
+                if new.metadata:
+                    self._upsert_metadata(connection, "artifact_version", new.id, new.metadata)
+            if metadata:
+                self._upsert_metadata(connection, "step_run", step_run_id, metadata)
+            connection.execute(
+                update(steps_t)
+                .where(steps_t.c.id == step_run_id)
+                .values(status=status, finished_at=now, updated_at=now, **values)
+            )
+        return records
+
+    def _insert_version(
+        self,
+        connection: Connection,
+        new: NewArtifactVersion,
+        producer_id: str | None,
+        now: datetime.datetime,
+    ) -> ArtifactVersionRecord:
+        # The version number comes from an atomic increment on the artifact's row, so
+        # concurrent writers of the same artifact get 1, 2, 3 ... without gaps or clashes.
+        self._insert_ignore(
+            connection,
+            artifacts_t,
+            {"id": new_id(), "name": new.artifact_name, "latest_version": 0, "created_at": now},
+            ["name"],
+        )
+        artifact_id, version = connection.execute(
+            update(artifacts_t)
+            .where(artifacts_t.c.name == new.artifact_name)
+            .values(latest_version=artifacts_t.c.latest_version + 1)
+            .returning(artifacts_t.c.id, artifacts_t.c.latest_version)
+        ).one()
+        connection.execute(
+            insert(versions_t),
+            {
+                "id": new.id,
+                "artifact_id": artifact_id,
+                "version": version,
+                "uri": new.uri,
+                "materializer": new.materializer,
+                "materializer_version": new.materializer_version,
+                "data_type": new.data_type,
+                "content_hash": new.content_hash,
+                "producer_step_run_id": producer_id,
+                "created_at": now,
+            },
+        )
+        return ArtifactVersionRecord(
+            id=new.id,
+            name=new.artifact_name,
+            version=version,
+            uri=new.uri,
+            materializer=new.materializer,
+            materializer_version=new.materializer_version,
+            data_type=new.data_type,
+            content_hash=new.content_hash,
+            producer_step_run_id=producer_id,
+            created_at=now,
+        )
+
+    def record_step_run(
+        self,
+        step_run: StepRunRecord,
+        inputs: Iterable[InputEdge] = (),
+        outputs: dict[str, str] | None = None,
+    ) -> None:
+        """Insert a finished step run in one go (a cache hit or a skipped step)."""
+        with self.writing() as connection:
+            connection.execute(insert(steps_t), dataclasses.asdict(step_run))
+            self._insert_inputs(connection, step_run.id, inputs)
+            if outputs:
+                connection.execute(
+                    insert(outputs_t),
+                    [
+                        {"step_run_id": step_run.id, "name": name, "artifact_version_id": av}
+                        for name, av in outputs.items()
+                    ],
+                )
+
+    def get_step_run(self, step_run_id: str) -> StepRunRecord:
+        """A step run by id."""
+        with self.reading() as connection:
+            row = connection.execute(select(steps_t).where(steps_t.c.id == step_run_id)).first()
+        if row is None:
+            raise NotFoundError(f"no step run has the id {step_run_id!r}")
+        return _step(row)
+
+    def step_runs_of(self, run_id: str) -> list[StepRunRecord]:
+        """Every step run (every attempt) of a run, in creation order."""
+        with self.reading() as connection:
+            rows = connection.execute(
+                select(steps_t)
+                .where(steps_t.c.run_id == run_id)
+                .order_by(steps_t.c.created_at, steps_t.c.attempt)
+            )
+            return [_step(row) for row in rows]
+
+    def find_cache_hit(
+        self, cache_key: str, not_before: datetime.datetime | None = None
+    ) -> tuple[StepRunRecord, dict[str, ArtifactVersionRecord]] | None:
+        """The newest step run that produced outputs under `cache_key`, with those outputs."""
+        query = (
+            select(steps_t)
+            .where(steps_t.c.cache_key == cache_key, steps_t.c.status == "completed")
+            .order_by(steps_t.c.finished_at.desc())
+            .limit(1)
+        )
+        if not_before is not None:
+            query = query.where(steps_t.c.finished_at >= not_before)
+        with self.reading() as connection:
+            row = connection.execute(query).first()
+            if row is None:
+                return None
+            outputs = self._outputs(connection, row.id)
+        return _step(row), outputs
+
+    # ------------------------------------------------------------ artifacts and lineage
+
+    def _outputs(
+        self, connection: Connection, step_run_id: str
+    ) -> dict[str, ArtifactVersionRecord]:
+        rows = connection.execute(
+            select(outputs_t.c.name, *_VERSION_COLUMNS)
+            .select_from(
+                outputs_t.join(_versions_joined, outputs_t.c.artifact_version_id == versions_t.c.id)
+            )
+            .where(outputs_t.c.step_run_id == step_run_id)
+        )
+        return {row.name: _version(row, offset=1) for row in rows}
+
+    def outputs_of(self, step_run_id: str) -> dict[str, ArtifactVersionRecord]:
+        """Output name -> artifact version of a step run."""
+        with self.reading() as connection:
+            return self._outputs(connection, step_run_id)
+
+    def inputs_of(self, step_run_id: str) -> list[tuple[InputEdge, ArtifactVersionRecord]]:
+        """Input edges of a step run with the artifact versions they point at."""
+        with self.reading() as connection:
+            rows = connection.execute(
+                select(inputs_t.c.name, inputs_t.c.position, inputs_t.c.item, *_VERSION_COLUMNS)
+                .select_from(
+                    inputs_t.join(
+                        _versions_joined, inputs_t.c.artifact_version_id == versions_t.c.id
+                    )
+                )
+                .where(inputs_t.c.step_run_id == step_run_id)
+                .order_by(inputs_t.c.name, inputs_t.c.position)
+            )
+            return [
+                (InputEdge(row.name, row.id, row.position, row.item), _version(row, offset=3))
+                for row in rows
+            ]
+
+    def consumers_of(self, artifact_version_id: str) -> list[StepRunRecord]:
+        """Step runs that consumed an artifact version as an input."""
+        with self.reading() as connection:
+            rows = connection.execute(
+                select(steps_t)
+                .where(
+                    steps_t.c.id.in_(
+                        select(inputs_t.c.step_run_id).where(
+                            inputs_t.c.artifact_version_id == artifact_version_id
+                        )
+                    )
+                )
+                .order_by(steps_t.c.created_at)
+            )
+            return [_step(row) for row in rows]
+
+    def get_artifact_version(self, artifact_version_id: str) -> ArtifactVersionRecord:
+        """An artifact version by id."""
+        with self.reading() as connection:
+            row = connection.execute(
+                select(*_VERSION_COLUMNS)
+                .select_from(_versions_joined)
+                .where(versions_t.c.id == artifact_version_id)
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no artifact version has the id {artifact_version_id!r}")
+        return _version(row)
+
+    def find_artifact_version(self, name: str, version: int | None = None) -> ArtifactVersionRecord:
+        """An artifact version by artifact name and version number (default: the latest)."""
+        query = (
+            select(*_VERSION_COLUMNS)
+            .select_from(_versions_joined)
+            .where(artifacts_t.c.name == name)
+        )
+        if version is None:
+            query = query.order_by(versions_t.c.version.desc()).limit(1)
+        else:
+            query = query.where(versions_t.c.version == version)
+        with self.reading() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            which = "any version" if version is None else f"version {version}"
+            raise NotFoundError(f"artifact {name!r} has no {which} in the metadata store")
+        return _version(row)
+
+    def list_artifact_versions(self, name: str | None = None) -> list[ArtifactVersionRecord]:
+        """Artifact versions, of one artifact or all, by name then version."""
+        query = select(*_VERSION_COLUMNS).select_from(_versions_joined)
+        if name is not None:
+            query = query.where(artifacts_t.c.name == name)
+        query = query.order_by(artifacts_t.c.name, versions_t.c.version)
+        with self.reading() as connection:
+            return [_version(row) for row in connection.execute(query)]
+
+    def versions_by_id(self, ids: Iterable[str]) -> dict[str, ArtifactVersionRecord]:
+        """Artifact versions by id, for the ids that exist."""
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        with self.reading() as connection:
+            rows = connection.execute(
+                select(*_VERSION_COLUMNS)
+                .select_from(_versions_joined)
+                .where(versions_t.c.id.in_(wanted))
+            )
+            return {row.id: _version(row) for row in rows}
+
+    # ------------------------------------------------------------ metadata
+
+    def log_metadata(self, entity_type: str, entity_id: str, values: dict[str, Any]) -> None:
+        """Attach key/value metadata to a run, step run or artifact version."""
+        with self.writing() as connection:
+            self._upsert_metadata(connection, entity_type, entity_id, values)
+
+    def metadata_of(self, entity_type: str, entity_id: str) -> dict[str, Any]:
+        """Key/value metadata of an entity."""
+        with self.reading() as connection:
+            rows = connection.execute(
+                select(metadata_t.c.key, metadata_t.c.value)
+                .where(metadata_t.c.entity_type == entity_type, metadata_t.c.entity_id == entity_id)
+                .order_by(metadata_t.c.key)
+            )
+            return {row.key: row.value for row in rows}
+
+    def _upsert_metadata(
+        self, connection: Connection, entity_type: str, entity_id: str, values: dict[str, Any]
+    ) -> None:
+        now = utcnow()
+        rows = [
+            {
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "key": key,
+                "value": value,
+                "created_at": now,
+            }
+            for key, value in values.items()
+        ]
+        statement = self._dialect_insert(metadata_t)
+        statement = statement.on_conflict_do_update(
+            index_elements=["entity_type", "entity_id", "key"],
+            set_={"value": statement.excluded.value, "created_at": statement.excluded.created_at},
+        )
+        connection.execute(statement, rows)
+
+    def _dialect_insert(self, table: Any) -> Any:
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        return dialect_insert(table)
+
+    def _insert_ignore(
+        self, connection: Connection, table: Any, values: dict[str, Any], keys: list[str]
+    ) -> None:
+        connection.execute(
+            self._dialect_insert(table).on_conflict_do_nothing(index_elements=keys), values
+        )
+
+    # ------------------------------------------------------------ housekeeping
+
+    def count(self, table_name: str) -> int:
+        """Rows in a table (for diagnostics and tests)."""
+        table = models.Base.metadata.tables[table_name]
+        with self.reading() as connection:
+            return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for the store, with SQLite tuned for concurrent local use."""
+    try:
+        if url.startswith("sqlite"):
+            return _sqlite_engine(url)
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except (SQLAlchemyError, ImportError, ValueError) as error:
+        raise StoreError(
+            f"metadata store URL {url!r} cannot be used ({error}); expected sqlite:///path "
+            "or postgresql+psycopg://user:password@host/database"
+        ) from None
+
+
+def _sqlite_engine(url: str) -> Engine:
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        raise StoreError(
+            f"metadata store URL {url!r} names no database file; kstep needs a file "
+            "(several processes share it), for example sqlite:////home/me/.kstep/kstep.db"
+        )
+    directory = os.path.dirname(os.path.abspath(database))
+    os.makedirs(directory, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _: Any) -> None:
+        # Let SQLAlchemy's "begin" event, not the driver, start transactions.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # Writers take the lock up front; a deferred transaction that later writes can fail
+        # with "database is locked" instead of waiting its turn.
+        immediate = connection.info.get("kstep_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _run(row: Row[Any]) -> RunRecord:
+    mapping = row._mapping
+    return RunRecord(**{name: mapping[name] for name in _RUN_FIELDS})
+
+
+def _step(row: Row[Any]) -> StepRunRecord:
+    mapping = row._mapping
+    return StepRunRecord(**{name: mapping[name] for name in _STEP_FIELDS})
+
+
+def _version(row: Row[Any], offset: int = 0) -> ArtifactVersionRecord:
+    values = tuple(row)[offset : offset + len(_VERSION_COLUMNS)]
+    return ArtifactVersionRecord(*values)
