@@ -122,6 +122,15 @@ class Pipeline:
             )
         return compiled
 
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: only steps can be submitted."""
+        raise PipelineDefinitionError(
+            f"{self!r} is a pipeline; only steps can be called with .submit(), .map() or "
+            ".product() inside a dynamic pipeline"
+        )
+
+    map = product = submit
+
     @functools.cached_property
     def reference(self) -> str:
         """`module:qualname` (or `path.py:qualname`) that imports this pipeline again."""
