@@ -50,7 +50,7 @@ class Pipeline:
         self.execution_mode: ExecutionMode = execution_mode or (
             "stop_on_failure" if dynamic else "continue_on_failure"
         )
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def _check_options(self, execution_mode: str | None) -> None:
         if not NAME_PATTERN.match(self.name):

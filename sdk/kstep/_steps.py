@@ -67,7 +67,7 @@ class Step(Generic[P, R]):
         self.outputs: tuple[OutputSpec, ...] = read_outputs(fn, config.name)
         _check_signature(self.signature, config.name)
         _check_materializers(config, self.outputs)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     @property
     def name(self) -> str:
@@ -227,7 +227,7 @@ def _make_config(
     output_materializers: Any = None,
     cache_expires_after: float | datetime.timedelta | None = None,
 ) -> StepConfig:
-    step_name = name or getattr(fn, "__name__", "")
+    step_name = str(name or getattr(fn, "__name__", ""))
     if not NAME_PATTERN.match(step_name):
         raise StepDefinitionError(
             f"step name {step_name!r} is invalid; step names may use {NAME_RULE}"
