@@ -21,6 +21,8 @@ def step_options(step: Step[..., Any]) -> dict[str, Any]:
         "retry": dataclasses.asdict(config.retry),
         "runtime": config.runtime,
         "cache_expires_after": config.cache_expires_after,
+        "timeout": config.timeout,
+        "pod": dict(config.pod) if config.pod else None,
         "output_materializers": {
             name: f"{cls.__module__}:{cls.__qualname__}"
             for name, cls in config.output_materializers.items()
