@@ -351,7 +351,12 @@ def _skip(op: Operator, run: dict[str, Any], invocation_id: str, why: str) -> No
     except Exception as error:
         if "UNIQUE" not in str(error).upper() and "duplicate" not in str(error).lower():
             raise
-    status = {"phase": "skipped", "reason": "Skipped", "message": why, "completionTime": now_iso()}
+    status: dict[str, Any] = {
+        "phase": "skipped",
+        "reason": "Skipped",
+        "message": why,
+        "completionTime": now_iso(),
+    }
     status["conditions"] = [
         steps.succeeded_condition(status, created["metadata"].get("generation"))
     ]
