@@ -45,9 +45,7 @@ def job_manifest(name: str, container: dict[str, Any], **pod_spec: Any) -> dict[
         "metadata": {"name": name},
         "spec": {
             "backoffLimit": 0,
-            "template": {
-                "spec": {"restartPolicy": "Never", "containers": [container], **pod_spec}
-            },
+            "template": {"spec": {"restartPolicy": "Never", "containers": [container], **pod_spec}},
         },
     }
 
@@ -176,8 +174,9 @@ def test_custom_resource_is_validated_and_read_back_when_its_crd_is_applied(
 
     assert rejected.value.status == 422
     message = json.loads(rejected.value.body)["message"]
-    assert "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1" in (
-        message
+    assert (
+        "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"
+        in (message)
     )
     assert 'spec.color: Unsupported value: "green": supported values: "red", "blue"' in message
     assert read_back["spec"] == {"size": 3, "color": "red"}
@@ -221,14 +220,20 @@ def test_service_account_token_grants_only_what_its_role_allows(
         namespace,
         {
             "metadata": {"name": "reader-gets-pods"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-getter"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "pod-getter",
+            },
             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
         },
     )
     core.create_namespaced_pod(
         namespace,
-        {"metadata": {"name": "target"}, "spec": {"restartPolicy": "Never",
-                                                    "containers": [python_container("pass")]}},
+        {
+            "metadata": {"name": "target"},
+            "spec": {"restartPolicy": "Never", "containers": [python_container("pass")]},
+        },
     )
     token = core.create_namespaced_service_account_token(
         "reader", namespace, {"spec": {"expirationSeconds": 600}}
@@ -283,7 +288,9 @@ def test_job_fails_with_the_exit_code_when_its_command_fails(
     batch.create_namespaced_job(namespace, job_manifest("exit-three", python_container(code)))
 
     outcome = wait_for_job(batch, namespace, "exit-three")
-    terminated = job_pod(core, namespace, "exit-three").status.container_statuses[0].state.terminated
+    terminated = (
+        job_pod(core, namespace, "exit-three").status.container_statuses[0].state.terminated
+    )
 
     assert outcome == "Failed"
     assert (terminated.exit_code, terminated.reason) == (3, "Error")
@@ -347,8 +354,11 @@ def test_pod_environment_comes_from_secret_configmap_and_downward_api(
     core.create_namespaced_pod(
         namespace,
         {
-            "metadata": {"name": "env-probe", "labels": {"app": "probe"},
-                         "annotations": {"note": "from the test"}},
+            "metadata": {
+                "name": "env-probe",
+                "labels": {"app": "probe"},
+                "annotations": {"note": "from the test"},
+            },
             "spec": {"restartPolicy": "Never", "containers": [container]},
         },
     )
@@ -357,7 +367,9 @@ def test_pod_environment_comes_from_secret_configmap_and_downward_api(
     seen = json.loads(core.read_namespaced_pod_log("env-probe", namespace))
 
     assert pod.status.phase == "Succeeded"
-    assert {name: seen.get(name) for name in [e["name"] for e in env] + ["CFG_mode", "CFG_level"]} == {
+    assert {
+        name: seen.get(name) for name in [e["name"] for e in env] + ["CFG_mode", "CFG_level"]
+    } == {
         "GREETING": "hi $(POD_NAME)",  # declared before POD_NAME, so not expanded
         "PASSWORD": "s3cr3t",
         "MODE": "fast",
@@ -467,8 +479,12 @@ def test_deployment_becomes_available_and_its_pod_goes_when_it_is_deleted(
         apps = kubernetes.client.AppsV1Api(client)
         apps.create_namespaced_deployment(namespace, deployment)
         available = wait_until(
-            lambda: apps.read_namespaced_deployment_status("server", namespace).status
-            .available_replicas == 1,
+            lambda: (
+                apps.read_namespaced_deployment_status(
+                    "server", namespace
+                ).status.available_replicas
+                == 1
+            ),
             timeout=90,
             what="the Deployment becoming available",
         )
@@ -491,8 +507,11 @@ def test_pod_acts_as_its_service_account_through_kubeconfig_and_in_cluster_confi
         namespace,
         {
             "metadata": {"name": "default-views"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "view"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "view",
+            },
             "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
         },
     )
@@ -513,8 +532,10 @@ def test_pod_acts_as_its_service_account_through_kubeconfig_and_in_cluster_confi
     """
     core.create_namespaced_pod(
         namespace,
-        {"metadata": {"name": "self-reader"},
-         "spec": {"restartPolicy": "Never", "containers": [python_container(code)]}},
+        {
+            "metadata": {"name": "self-reader"},
+            "spec": {"restartPolicy": "Never", "containers": [python_container(code)]},
+        },
     )
 
     pod = wait_for_pod_phase(core, namespace, "self-reader", ("Succeeded", "Failed"))
@@ -536,8 +557,10 @@ def test_standin_logs_match_what_kubectl_logs_shows(
     code = "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"
     core.create_namespaced_pod(
         namespace,
-        {"metadata": {"name": "talker"},
-         "spec": {"restartPolicy": "Never", "containers": [python_container(code)]}},
+        {
+            "metadata": {"name": "talker"},
+            "spec": {"restartPolicy": "Never", "containers": [python_container(code)]},
+        },
     )
 
     waited = kubelet_standin.wait_for_log(namespace, "talker", "to stderr")
@@ -564,8 +587,10 @@ def test_standin_starts_pod_processes_within_the_latency_target(
         created = time.time()
         core.create_namespaced_pod(
             namespace,
-            {"metadata": {"name": name},
-             "spec": {"restartPolicy": "Never", "containers": [python_container(code)]}},
+            {
+                "metadata": {"name": name},
+                "spec": {"restartPolicy": "Never", "containers": [python_container(code)]},
+            },
         )
         output = kubelet_standin.wait_for_log(namespace, name, "\n", timeout=30)
         spawn.append(kubelet_standin.pod_record(namespace, name).spawned_at["main"] - created)
@@ -575,8 +600,12 @@ def test_standin_starts_pod_processes_within_the_latency_target(
         created = time.time()
         batch.create_namespaced_job(namespace, job_manifest(name, python_container(code)))
         pod_name = wait_until(
-            lambda name=name: [p.metadata.name for p in core.list_namespaced_pod(
-                namespace, label_selector=f"batch.kubernetes.io/job-name={name}").items],
+            lambda name=name: [
+                p.metadata.name
+                for p in core.list_namespaced_pod(
+                    namespace, label_selector=f"batch.kubernetes.io/job-name={name}"
+                ).items
+            ],
             timeout=30,
             interval=0.01,
             what=f"Job {name} creating its pod",

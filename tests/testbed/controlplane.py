@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import kubernetes
 
@@ -87,7 +88,10 @@ class ClusterAccess:
 
     def api_client(self, user: str = "admin") -> kubernetes.client.ApiClient:
         """Build a client of the official ``kubernetes`` package for ``"admin"`` or ``"user"``."""
-        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig(user)))
+        client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig(user))
+        )
+        return cast(kubernetes.client.ApiClient, client)
 
     def token_client(self, token: str) -> kubernetes.client.ApiClient:
         """Build a client that authenticates with a bearer token (e.g. a ServiceAccount's)."""
@@ -368,7 +372,7 @@ def connect_existing(kubeconfig: Path, run_dir: Path) -> ClusterAccess:
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=str(kubeconfig), client_configuration=configuration
     )
     ca_path: Path | None = None
@@ -378,22 +382,32 @@ def connect_existing(kubeconfig: Path, run_dir: Path) -> ClusterAccess:
     bearer = (configuration.api_key or {}).get("authorization", "")
     admin_token = bearer.removeprefix("Bearer ").strip() or None
 
-    with kubernetes.client.ApiClient(configuration) as client:
-        core = kubernetes.client.CoreV1Api(client)
+    k8s = kubernetes.client
+    with k8s.ApiClient(configuration) as client:
+        core = k8s.CoreV1Api(client)
         _ensure(
-            lambda: core.create_namespace({"metadata": {"name": EXTERNAL_USER_NAMESPACE}}),
+            lambda: core.create_namespace(
+                k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=EXTERNAL_USER_NAMESPACE))
+            )
         )
         _ensure(
             lambda: core.create_namespaced_service_account(
-                EXTERNAL_USER_NAMESPACE, {"metadata": {"name": EXTERNAL_USER_SERVICE_ACCOUNT}}
+                EXTERNAL_USER_NAMESPACE,
+                k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=EXTERNAL_USER_SERVICE_ACCOUNT)),
             )
         )
         token_request = core.create_namespaced_service_account_token(
             EXTERNAL_USER_SERVICE_ACCOUNT,
             EXTERNAL_USER_NAMESPACE,
-            {"spec": {"expirationSeconds": 4 * 3600}},
+            k8s.AuthenticationV1TokenRequest(
+                spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=4 * 3600)
+            ),
         )
-    user_token = token_request.status.token
+    user_token = token_request.status.token if token_request.status else None
+    if not user_token:
+        raise RuntimeError(
+            f"the TokenRequest for {EXTERNAL_USER_SERVICE_ACCOUNT} returned no token"
+        )
     user_kubeconfig = write_kubeconfig(
         run_dir / "kubeconfig-user",
         server=configuration.host,

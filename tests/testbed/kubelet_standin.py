@@ -53,8 +53,9 @@ from pathlib import Path
 import urllib3
 
 from testbed.certificates import KeyPair
-from testbed.pod_runtime import MountTargets, NodeRuntime, PodRecord, PodSupervisor
-from testbed.rest import ApiError, Json, RestClient, WatchExpired, path
+from testbed.mount_targets import MountTargets
+from testbed.pod_runtime import NodeRuntime, PodRecord, PodSupervisor
+from testbed.rest import ApiError, Json, RestClient, WatchExpiredError, path
 
 logger = logging.getLogger(__name__)
 
@@ -170,21 +171,28 @@ class KubeletStandIn:
     def start(self) -> KubeletStandIn:
         began = time.monotonic()
         self.runtime.isolate = _can_isolate()
-        if not self.runtime.isolate:
+        if self.runtime.isolate:
+            self.runtime.mount_targets.open_session()
+        else:
             logger.warning(
                 "No private mount namespaces (not root?): pods run without their volumes and "
                 "termination-message files"
             )
         log_port = self._start_log_server() if self._serving_cert else 0
         self._register_node(log_port)
-        for target, name in ((self._watch_pods, "standin-watch"), (self._heartbeat, "standin-lease")):
+        for target, name in (
+            (self._watch_pods, "standin-watch"),
+            (self._heartbeat, "standin-lease"),
+        ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         if not self._synced.wait(30):
             raise RuntimeError("the kubelet stand-in could not list pods within 30 s")
         self.started_in = time.monotonic() - began
-        logger.info("Kubelet stand-in runs node %s (%.2f s to start)", self.node_name, self.started_in)
+        logger.info(
+            "Kubelet stand-in runs node %s (%.2f s to start)", self.node_name, self.started_in
+        )
         return self
 
     def stop(self) -> None:
@@ -203,7 +211,8 @@ class KubeletStandIn:
             self._log_server.server_close()
         for thread in self._threads:
             thread.join(5)
-        self.runtime.mount_targets.remove_all()
+        if self.runtime.isolate:
+            self.runtime.mount_targets.close_session()
 
     def pod_record(self, namespace: str, name: str) -> PodRecord:
         """Return what the stand-in knows about the latest pod of that name it ran."""
@@ -256,6 +265,9 @@ class KubeletStandIn:
         version = self.rest.get("/version").get("gitVersion", "v0.0.0")
         allocatable = self.runtime.node_allocatable
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        architecture = {"x86_64": "amd64", "aarch64": "arm64"}.get(
+            platform.machine(), platform.machine()
+        )
         conditions = [
             ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
             ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
@@ -291,9 +303,7 @@ class KubeletStandIn:
                 "kubeletVersion": version,
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
-                "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(
-                    platform.machine(), platform.machine()
-                ),
+                "architecture": architecture,
             },
         }
         node = self.rest.post(
@@ -306,7 +316,7 @@ class KubeletStandIn:
                     "labels": {
                         "kubernetes.io/hostname": self.node_name,
                         "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": status["nodeInfo"]["architecture"],
+                        "kubernetes.io/arch": architecture,
                         "kstep.dev/kubelet-standin": "true",
                     },
                 },
@@ -340,8 +350,15 @@ class KubeletStandIn:
         )
 
     def _heartbeat(self) -> None:
-        lease = path("apis", "coordination.k8s.io", "v1", "namespaces", "kube-node-lease",
-                     "leases", self.node_name)
+        lease = path(
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            "kube-node-lease",
+            "leases",
+            self.node_name,
+        )
         while not self._stopping.wait(_LEASE_RENEWAL):
             try:
                 self.rest.patch(lease, {"spec": {"renewTime": _micro_time()}}, strategic=False)
@@ -366,7 +383,7 @@ class KubeletStandIn:
                     resource_version = pod["metadata"]["resourceVersion"]
                     if event["type"] != "BOOKMARK":
                         self._dispatch(event["type"], pod)
-            except WatchExpired:
+            except WatchExpiredError:
                 resource_version = None
             except Exception as exc:
                 if self._stopping.is_set():
@@ -432,7 +449,9 @@ class KubeletStandIn:
             self._records[meta["namespace"], meta["name"]] = supervisor.record
         supervisor.start()
         threading.Thread(
-            target=self._forget_when_done, args=(supervisor,), daemon=True,
+            target=self._forget_when_done,
+            args=(supervisor,),
+            daemon=True,
             name=f"forget-{meta['uid'][:8]}",
         ).start()
 
@@ -455,8 +474,9 @@ class KubeletStandIn:
                 },
             )
         except ApiError as exc:
-            # Already bound, or deleted meanwhile: the watch tells what happened.
-            if exc.status not in (404, 409):
+            # Already bound, deleted meanwhile, or its namespace is being deleted (403): the
+            # watch tells what happens to the pod.
+            if exc.status not in (403, 404, 409):
                 logger.warning("Binding pod %s/%s failed: %s", meta["namespace"], meta["name"], exc)
         except Exception:
             logger.exception("Binding pod %s/%s failed", meta["namespace"], meta["name"])
@@ -478,7 +498,7 @@ class KubeletStandIn:
         standin = self
 
         class LogHandler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            def do_GET(self) -> None:
                 url = urllib.parse.urlsplit(self.path)
                 parts = url.path.strip("/").split("/")
                 if len(parts) != 4 or parts[0] != "containerLogs":
@@ -503,7 +523,7 @@ class KubeletStandIn:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 logger.debug("Log request: " + format, *args)
 
         assert self._serving_cert is not None

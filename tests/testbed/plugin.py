@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -74,8 +74,8 @@ def _testbed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Clus
     missing = missing_binaries(directory)
     if missing:
         require_component(
-            f"test control plane binaries not found in {directory} (missing: "
-            f"{', '.join(missing)}); run hack/testbed-binaries.sh"
+            f"test control plane binaries not found in {directory}; run "
+            f"hack/testbed-binaries.sh (missing: {', '.join(missing)})"
         )
     plane = ControlPlane(directory, run_dir)
     access = plane.start()
@@ -126,9 +126,9 @@ def namespace(control_plane: ClusterAccess, request: pytest.FixtureRequest) -> I
     name = _namespace_name(request.node.name)
     with control_plane.api_client() as client:
         core = kubernetes.client.CoreV1Api(client)
-        core.create_namespace(
-            {"metadata": {"name": name, "labels": {"kstep.dev/testbed": "true"}}}
-        )
+        labels = {"kstep.dev/testbed": "true"}
+        metadata = kubernetes.client.V1ObjectMeta(name=name, labels=labels)
+        core.create_namespace(kubernetes.client.V1Namespace(metadata=metadata))
 
         # Pods cannot be admitted before the default ServiceAccount exists, and their token
         # volume needs the root CA ConfigMap: both are written by controllers, shortly after.
@@ -217,7 +217,7 @@ def testbed_figures() -> dict[str, str]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     # A failing test's report says where the components it used wrote their logs.
     if report.failed and call.when in ("setup", "call"):
@@ -233,7 +233,7 @@ def pytest_runtest_makereport(
             lines.append(f"s3 server log: {_RUN_DIRS['s3'] / 'logs'}")
         if lines:
             report.sections.append(("test bed", "\n".join(lines)))
-    return report  # type: ignore[no-any-return]
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -244,4 +244,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"{name}: {value}")
     for name, directory in _RUN_DIRS.items():
         terminalreporter.write_line(f"{name} run directory: {directory}")
-

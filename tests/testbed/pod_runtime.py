@@ -9,7 +9,7 @@ the pod's directory.
 With root privileges each process gets a private mount namespace, in which its volumes, its
 termination-message file and a missing ``workingDir`` are bind mounts of per-pod directories.
 Bind mounts need a target on the host: a missing one is created empty (for example
-``/dev/termination-log``) and removed again when the stand-in stops.
+``/dev/termination-log``); see ``mount_targets`` for when it is removed.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.kubeconfigs import write_kubeconfig
 import urllib3
 
+from testbed.kubeconfigs import write_kubeconfig
+from testbed.mount_targets import MountTargets
 from testbed.pod_environment import (
     HOST_IP,
     POD_IP,
@@ -55,34 +56,6 @@ _START_ERROR_CODE = 128
 
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class MountTargets:
-    """Empty files and directories created on the host so that bind mounts have a target."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._created: list[Path] = []
-
-    def ensure(self, target: Path, *, directory: bool) -> None:
-        with self._lock:
-            if target.exists() or target.is_symlink():
-                return
-            missing = [p for p in [target, *target.parents] if not p.exists()]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if directory:
-                target.mkdir()
-            else:
-                target.touch()
-            # Parents first in the list, so removal in reverse order empties them bottom-up.
-            self._created.extend(reversed(missing))
-
-    def remove_all(self) -> None:
-        with self._lock:
-            for created in reversed(self._created):
-                with contextlib.suppress(OSError):
-                    created.rmdir() if created.is_dir() else created.unlink()
-            self._created.clear()
 
 
 @dataclass
@@ -140,7 +113,6 @@ class _Container:
     @property
     def name(self) -> str:
         return str(self.spec["name"])
-
 
 
 class PodSupervisor(threading.Thread):
@@ -457,7 +429,9 @@ class PodSupervisor(threading.Thread):
     def _termination_message(self, container: _Container, code: int) -> str:
         termination = self.record.directory / "termination" / container.name
         try:
-            message = termination.read_bytes()[:_TERMINATION_MESSAGE_LIMIT].decode("utf-8", "replace")
+            message = termination.read_bytes()[:_TERMINATION_MESSAGE_LIMIT].decode(
+                "utf-8", "replace"
+            )
         except FileNotFoundError:
             message = ""
         fallback = container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
@@ -526,16 +500,24 @@ class PodSupervisor(threading.Thread):
         steps = []
         for source, target in binds:
             self.runtime.mount_targets.ensure(target, directory=source.is_dir())
+            failed = f"echo 'kubelet stand-in: cannot mount {target}' >&2; exit {_START_ERROR_CODE}"
             steps.append(
-                f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(target))} || "
-                f"{{ echo 'kubelet stand-in: cannot mount {target}' >&2; exit {_START_ERROR_CODE}; }}"
+                f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(target))} "
+                f"|| {{ {failed}; }}"
             )
         steps.append(f"cd {shlex.quote(str(workdir))}")
         steps.append('exec "$@"')
         return [
             *prefix,
-            "unshare", "--mount", "--propagation", "private", "--",
-            "sh", "-c", "; ".join(steps), "sh",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "; ".join(steps),
+            "sh",
         ]
 
     def _start(self, container: _Container) -> None:
@@ -545,9 +527,7 @@ class PodSupervisor(threading.Thread):
             binds, workdir, host_workdir = self._binds(container)
             executable = shutil.which(argv[0], path=container.env.get("PATH"))
             if executable is None and os.sep not in argv[0]:
-                raise ContainerConfigError(
-                    f'exec: "{argv[0]}": executable file not found in $PATH'
-                )
+                raise ContainerConfigError(f'exec: "{argv[0]}": executable file not found in $PATH')
             launcher = self._launcher(binds, workdir)
         except (ContainerConfigError, OSError) as exc:
             self._fail_start(container, str(exc))
@@ -569,18 +549,26 @@ class PodSupervisor(threading.Thread):
         container.state = {"running": {"startedAt": now_rfc3339()}}
         logger.debug(
             "Started container %s of pod %s/%s as PID %s",
-            container.name, self.namespace, self.pod_name, container.process.pid,
+            container.name,
+            self.namespace,
+            self.pod_name,
+            container.process.pid,
         )
         threading.Thread(
-            target=self._wait_for_exit, args=(container.name, container.process),
-            name=f"wait-{container.process.pid}", daemon=True,
+            target=self._wait_for_exit,
+            args=(container.name, container.process),
+            name=f"wait-{container.process.pid}",
+            daemon=True,
         ).start()
 
     def _fail_start(self, container: _Container, message: str) -> None:
         # As a container runtime does: the container ends with exit code 128 and StartError.
         logger.info(
             "Container %s of pod %s/%s cannot start: %s",
-            container.name, self.namespace, self.pod_name, message,
+            container.name,
+            self.namespace,
+            self.pod_name,
+            message,
         )
         with self.record.log_path(container.name).open("a") as log:
             log.write(f"kubelet stand-in: {message}\n")
@@ -620,8 +608,12 @@ class PodSupervisor(threading.Thread):
         self._kill_at = time.monotonic() + max(grace, 2 if self._gone else 0)
         for container in self.containers.values():
             container.restart_at = None
-        logger.debug("Terminating pod %s/%s with a grace period of %s s",
-                     self.namespace, self.pod_name, grace)
+        logger.debug(
+            "Terminating pod %s/%s with a grace period of %s s",
+            self.namespace,
+            self.pod_name,
+            grace,
+        )
         self._kill_all(signal.SIGTERM)
 
     def _finish_termination(self) -> None:
@@ -631,9 +623,7 @@ class PodSupervisor(threading.Thread):
         main = [c for c in self.containers.values() if not c.init]
         for container in self.containers.values():
             if "running" in container.state:
-                container.state = {
-                    "terminated": self._terminated(container, 137, now_rfc3339())
-                }
+                container.state = {"terminated": self._terminated(container, 137, now_rfc3339())}
         succeeded = all(c.state.get("terminated", {}).get("exitCode") == 0 for c in main)
         self._phase = "Succeeded" if succeeded else "Failed"
         self._write_status()
@@ -680,8 +670,8 @@ class PodSupervisor(threading.Thread):
         )
         if self._phase == "Pending" and init_done and any(c.alive for c in main):
             self._phase = "Running"
-        not_ready_reason = "PodCompleted" if self._phase in ("Succeeded", "Failed") else (
-            "ContainersNotReady"
+        not_ready_reason = (
+            "PodCompleted" if self._phase in ("Succeeded", "Failed") else ("ContainersNotReady")
         )
         stamp = now_rfc3339()
 

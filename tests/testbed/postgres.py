@@ -30,6 +30,7 @@ from testbed.processes import ComponentError, ManagedProcess, free_port, log_tai
 logger = logging.getLogger(__name__)
 
 _DRIVER = "postgresql+psycopg"
+_DATA_DIR_PREFIX = "kstep-testbed-pg-"
 
 
 def find_server_binaries() -> Path | None:
@@ -50,6 +51,19 @@ def find_server_binaries() -> Path | None:
         if (candidate / "initdb").exists() and (candidate / "postgres").exists():
             return candidate
     return None
+
+
+def _remove_abandoned_data_dirs() -> None:
+    """Delete data directories of sessions that were killed before they could clean up."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{_DATA_DIR_PREFIX}*"):
+        try:
+            owner = int((directory / "owner.pid").read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            logger.info("Removing %s, left by a test session that was killed", directory)
+            shutil.rmtree(directory, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
 
 
 def _libpq_dsn(url: URL) -> str:
@@ -76,9 +90,12 @@ class PostgresServer:
             raise FileNotFoundError("no PostgreSQL server binaries (initdb, postgres) found")
         as_root = os.geteuid() == 0
         # The data directory must belong to the server's user, which cannot enter pytest's
-        # private temporary directory; it lives in a directory of its own instead.
-        data_dir = Path(tempfile.mkdtemp(prefix="kstep-testbed-pg-")) / "data"
+        # private temporary directory; it lives in a directory of its own instead, marked with
+        # the owning process so that a killed session's directory can be recognised.
+        _remove_abandoned_data_dirs()
+        data_dir = Path(tempfile.mkdtemp(prefix=_DATA_DIR_PREFIX)) / "data"
         data_dir.parent.chmod(0o755)
+        (data_dir.parent / "owner.pid").write_text(str(os.getpid()))
         data_dir.mkdir()
         run_as: list[str] = []
         if as_root:
@@ -122,20 +139,32 @@ class PostgresServer:
                 *run_as,
                 *keeper,
                 str(bindir / "postgres"),
-                "-D", str(data_dir),
-                "-h", "127.0.0.1",
-                "-p", str(port),
-                "-c", "unix_socket_directories=",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=200",
+                "-D",
+                str(data_dir),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
             ],
             log_path=logs / "postgres.log",
             cwd=Path("/"),
         ).start()
-        server = cls(URL.create(_DRIVER, username="postgres", host="127.0.0.1", port=port,
-                                database="postgres"), process)
+        server = cls(
+            URL.create(
+                _DRIVER, username="postgres", host="127.0.0.1", port=port, database="postgres"
+            ),
+            process,
+        )
         server.data_dir = data_dir
         try:
             wait_until(

@@ -51,7 +51,7 @@ def wait_until(
     interval: float = 0.05,
     check: Callable[[], None] | None = None,
 ) -> T:
-    """Call ``probe`` until it returns something other than None or False, and return that.
+    """Call ``probe`` until it returns something truthy, and return that.
 
     ``check`` runs between attempts and may raise to give up early (e.g. the process died).
     """
@@ -63,7 +63,7 @@ def wait_until(
         except Exception as exc:  # the probe's own errors only mean "not yet"
             last_error = exc
         else:
-            if result is not None and result is not False:
+            if result:
                 return result
         if check is not None:
             check()
@@ -148,9 +148,7 @@ class ManagedProcess:
             raise ComponentError(self.describe_failure(f"exited with code {code}"))
 
     def describe_failure(self, what: str) -> str:
-        return (
-            f"{self.name} {what}; last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-        )
+        return f"{self.name} {what}; last lines of {self.log_path}:\n{log_tail(self.log_path)}"
 
     def stop(self, *, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Signal the process by its PID, then SIGKILL it if it outlives ``grace`` seconds."""
@@ -163,7 +161,9 @@ class ManagedProcess:
             try:
                 popen.wait(grace)
             except subprocess.TimeoutExpired:
-                logger.warning("%s (PID %s) ignored signal %s; killing it", self.name, popen.pid, sig)
+                logger.warning(
+                    "%s (PID %s) ignored signal %s; killing it", self.name, popen.pid, sig
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(popen.pid, signal.SIGKILL)
                 popen.wait()

@@ -34,7 +34,7 @@ class ApiError(RuntimeError):
         super().__init__(f"{method} {path}: {status} {self.reason}: {self.message}")
 
 
-class WatchExpired(RuntimeError):
+class WatchExpiredError(RuntimeError):
     """The resource version a watch started from is too old (410 Gone): list again."""
 
 
@@ -97,7 +97,7 @@ class RestClient:
         """Yield watch events (``{"type": ..., "object": ...}``) until the server ends the stream.
 
         Raises:
-            WatchExpired: the requested resource version is gone; list again.
+            WatchExpiredError: the requested resource version is gone; list again.
         """
         query = urlencode({**params, "watch": "true"})
         response = self._pool.request(
@@ -125,7 +125,9 @@ class RestClient:
                     if event.get("type") == "ERROR":
                         status = event.get("object", {})
                         if status.get("code") == 410:
-                            raise WatchExpired(status.get("message", "resource version expired"))
+                            raise WatchExpiredError(
+                                status.get("message", "resource version expired")
+                            )
                         raise ApiError("WATCH", url_path, int(status.get("code", 500)), line)
                     yield event
         finally:
@@ -139,7 +141,7 @@ class RestClient:
             watches = list(self._watches)
         for response in watches:
             try:
-                response.shutdown()  # type: ignore[attr-defined]
+                response.shutdown()
             except Exception:  # an already closed stream is fine
                 logger.debug("Closing a watch stream failed", exc_info=True)
         self._pool.clear()

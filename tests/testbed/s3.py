@@ -82,7 +82,8 @@ class S3Server:
         port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
         process = ManagedProcess(
-            "s3", [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+            "s3",
+            [str(executable), "-H", "127.0.0.1", "-p", str(port)],
             log_path=run_dir / "logs" / "s3.log",
         ).start()
         try:
