@@ -7,6 +7,7 @@ Fixtures:
 - ``kubelet_standin`` (session): the ``KubeletStandIn`` running the control plane's pods; skips
   against an existing cluster, whose kubelets run pods.
 - ``namespace`` (function): a fresh namespace, ready for pods, deleted afterwards.
+- ``helm`` (session): path of the pinned helm binary.
 - ``postgres`` (session): the ``PostgresServer``; ``postgres_url`` (session): the SQLAlchemy URL
   of a fresh database in it.
 - ``s3`` (function): an ``S3Bucket`` freshly created on the test S3 server.
@@ -25,17 +26,21 @@ import secrets
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import kubernetes
 import pytest
 
 from testbed.binaries import bin_dir, missing_binaries
-from testbed.controlplane import ClusterAccess, ControlPlane, connect_existing
-from testbed.kubelet_standin import KubeletStandIn
-from testbed.postgres import PostgresServer, connect_given
 from testbed.processes import wait_until
-from testbed.s3 import S3Bucket, S3Server
+
+# The components' modules import the Kubernetes client, SQLAlchemy and boto3, which costs
+# most of a second: they are imported when a fixture first needs them, so that test runs
+# that use none of them start as fast as without the test bed.
+if TYPE_CHECKING:
+    from testbed.controlplane import ClusterAccess
+    from testbed.kubelet_standin import KubeletStandIn
+    from testbed.postgres import PostgresServer
+    from testbed.s3 import S3Bucket, S3Server
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,9 @@ class _Cluster:
 
 @pytest.fixture(scope="session")
 def _testbed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
+    from testbed.controlplane import ControlPlane, connect_existing
+    from testbed.kubelet_standin import KubeletStandIn
+
     run_dir = tmp_path_factory.mktemp("cluster")
     _RUN_DIRS["cluster"] = run_dir
     existing = os.environ.get("KSTEP_TEST_KUBECONFIG")
@@ -123,6 +131,8 @@ def _namespace_name(test_name: str) -> str:
 @pytest.fixture
 def namespace(control_plane: ClusterAccess, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace whose default ServiceAccount and root CA ConfigMap exist."""
+    import kubernetes
+
     name = _namespace_name(request.node.name)
     with control_plane.api_client() as client:
         core = kubernetes.client.CoreV1Api(client)
@@ -146,12 +156,23 @@ def namespace(control_plane: ClusterAccess, request: pytest.FixtureRequest) -> I
                 raise
 
 
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """Path of the pinned helm binary, built by ``hack/testbed-binaries.sh``."""
+    directory = bin_dir()
+    if missing_binaries(directory, ("helm",)):
+        require_component(f"helm not found in {directory}; run hack/testbed-binaries.sh")
+    return directory / "helm"
+
+
 # ---------------------------------------------------------------------- postgres
 
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """The session's Postgres server (``KSTEP_TEST_POSTGRES_URL``, or a throwaway cluster)."""
+    from testbed.postgres import PostgresServer, connect_given
+
     given = os.environ.get("KSTEP_TEST_POSTGRES_URL")
     if given:
         server = connect_given(given)
@@ -184,6 +205,8 @@ def postgres_url(postgres: PostgresServer) -> str:
 
 @pytest.fixture(scope="session")
 def _testbed_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    from testbed.s3 import S3Server
+
     run_dir = tmp_path_factory.mktemp("s3")
     _RUN_DIRS["s3"] = run_dir
     try:
