@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -625,6 +626,50 @@ def test_standin_starts_pod_processes_within_the_latency_target(
     testbed_figures["Job created -> python running"] = describe(job_started)
     # The target is 100 ms on an idle machine; the bound leaves room for a busy CI runner.
     assert statistics.median(spawn) < 0.25, describe(spawn)
+
+
+@pytest.mark.cluster
+def test_helm_installs_and_uninstalls_a_chart(
+    control_plane: ClusterAccess, namespace: str, core: Any, helm: Path, tmp_path: Path
+) -> None:
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("greeting: hello\n")
+    (chart / "templates" / "configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n"
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(control_plane.admin_kubeconfig),
+        # helm keeps caches and repositories under these; the test's directory keeps them apart.
+        "HELM_CACHE_HOME": str(tmp_path / "cache"),
+        "HELM_CONFIG_HOME": str(tmp_path / "config"),
+        "HELM_DATA_HOME": str(tmp_path / "data"),
+    }
+
+    def run_helm(*args: str) -> str:
+        result = subprocess.run(
+            [str(helm), *args, "--namespace", namespace],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run_helm("install", "demo", str(chart), "--set", "greeting=hi", "--wait")
+    installed = core.read_namespaced_config_map("demo-settings", namespace)
+    releases = run_helm("list", "--short")
+    run_helm("uninstall", "demo", "--wait")
+    with pytest.raises(kubernetes.client.ApiException) as removed:
+        core.read_namespaced_config_map("demo-settings", namespace)
+
+    assert installed.data == {"greeting": "hi"}
+    assert releases.split() == ["demo"]
+    assert removed.value.status == 404
 
 
 # ---------------------------------------------------------------------- Postgres and S3
