@@ -266,7 +266,8 @@ class PodSupervisor(threading.Thread):
         }
 
         # In place of in-cluster configuration, a container that mounts a service-account
-        # token also gets a kubeconfig for it (clients honour KUBECONFIG before in-cluster).
+        # token also gets a kubeconfig for it, so clients configured either way act as the
+        # pod's ServiceAccount.
         token = volumes.token_for(container.spec)
         if token is not None:
             service_account = self.pod["spec"].get("serviceAccountName") or "default"

@@ -53,7 +53,7 @@ class RestClient:
         # One pool for requests; watches take their own connections so that a long-lived
         # stream never holds up a status write.
         self._pool = urllib3.PoolManager(
-            num_pools=2, maxsize=16, block=False, cert_reqs="CERT_REQUIRED", ca_certs=ca_path
+            num_pools=2, maxsize=64, block=False, cert_reqs="CERT_REQUIRED", ca_certs=ca_path
         )
         self._watch_lock = threading.Lock()
         self._watches: set[urllib3.BaseHTTPResponse] = set()
