@@ -43,8 +43,9 @@ die() { log "error: $*"; exit 1; }
 # Each binary is accepted only if it runs and reports the pinned version, so a half-written or
 # mismatched file is rebuilt rather than trusted.
 reports() { # binary expected-substring version-args...
-  local bin=$1 want=$2; shift 2
-  [ -x "$bin" ] && "$bin" "$@" 2>/dev/null | grep -qF -- "$want"
+  local bin=$1 want=$2 out; shift 2
+  # Captured first: `grep -q` ending a pipe early would fail it with SIGPIPE under pipefail.
+  [ -x "$bin" ] && out=$("$bin" "$@" 2>/dev/null) && grep -qF -- "$want" <<<"$out"
 }
 
 k8s_ok() {
