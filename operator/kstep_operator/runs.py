@@ -250,9 +250,11 @@ def _reconcile_dynamic(op: Operator, run: dict[str, Any]) -> None:
         return
 
     if job_name is None:
-        job = op.kube.create_or_get(JOBS, namespace, orchestrator_job_manifest(run, op.defaults))
-        op.cache.put_job(job)
-        job_name = job["metadata"]["name"]
+        created = op.kube.create_or_get(
+            JOBS, namespace, orchestrator_job_manifest(run, op.defaults)
+        )
+        op.cache.put_job(created)
+        job_name = created["metadata"]["name"]
         patched = op.kube.patch_status(
             PIPELINE_RUNS, namespace, name, {"orchestratorJob": job_name}
         )
