@@ -1,8 +1,13 @@
-"""Step requests as JSON, for an isolated step's own process (a subprocess or a pod)."""
+"""Step requests as JSON, for an isolated step's own process (a subprocess or a pod).
+
+A request names the step by reference and carries its options, inputs and, on a cluster, the
+code it comes from (`"code"`: an image and optionally a code archive; see `kstep.runner`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from kstep._errors import ExecutionError
@@ -52,9 +57,18 @@ def rebuild_step(reference: str, options: dict[str, Any]) -> Step[..., Any]:
     return found.with_options(**wanted)
 
 
-def request_to_json(request: StepRequest) -> dict[str, Any]:
-    """A step request as JSON."""
-    return {
+def request_to_json(
+    request: StepRequest, *, code: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A step request as JSON.
+
+    Args:
+        request: the attempt to run.
+        code: where the step's code comes from, as in a PipelineRun's `spec.code`
+            (`image`, `archive`, `archiveSha256`); the runner unpacks an archive and imports
+            the step from it.
+    """
+    data: dict[str, Any] = {
         "run": dataclasses.asdict(request.run),
         "step_run_id": request.step_run_id,
         "invocation_id": request.invocation_id,
@@ -65,6 +79,9 @@ def request_to_json(request: StepRequest) -> dict[str, Any]:
         "inputs": bindings_to_json(request.inputs),
         "logs_uri": request.logs_uri,
     }
+    if code:
+        data["code"] = dict(code)
+    return data
 
 
 def request_from_json(data: dict[str, Any]) -> StepRequest:
