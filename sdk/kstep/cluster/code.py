@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import hashlib
+import importlib.util
 import io
 import logging
 import os
@@ -117,10 +118,7 @@ def default_code_root(module_name: str) -> str:
             )
         return os.path.dirname(os.path.realpath(str(path)))
 
-    top_name = module_name.partition(".")[0]
-    top = sys.modules.get(top_name)
-    top_file: str | None = getattr(top, "__file__", None)
-    top_paths = list(getattr(top, "__path__", None) or [])
+    top_file, top_paths = _locate_top_package(module_name.partition(".")[0])
     if top_file is not None and os.path.basename(top_file) == "__init__.py":
         root = os.path.dirname(os.path.dirname(os.path.realpath(top_file)))
     elif top_file is not None:
@@ -140,6 +138,22 @@ def default_code_root(module_name: str) -> str:
             "code_root= naming the directory of your own code"
         )
     return root
+
+
+def _locate_top_package(name: str) -> tuple[str | None, list[str]]:
+    """The file and package directories of a top-level module, imported or not."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return getattr(module, "__file__", None), list(getattr(module, "__path__", None) or [])
+    try:
+        # Finding a top-level module's spec does not run its code.
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return None, []
+    origin = spec.origin if spec.has_location else None
+    return origin, list(spec.submodule_search_locations or [])
 
 
 def is_script_module(module_name: str) -> bool:
@@ -336,11 +350,11 @@ def _check_sizes(base: str, files: list[tuple[str, int, bool]]) -> None:
     if not too_large and total <= MAX_TOTAL_BYTES:
         return
     largest = sorted(((size, relative) for relative, size, _ in files), reverse=True)[:5]
-    listed = ", ".join(f"{relative} ({_mib(size)})" for size, relative in largest)
+    listed = ", ".join(f"{relative} ({_size(size)})" for size, relative in largest)
     if too_large:
-        problem = f"{len(too_large)} file(s) exceed the per-file limit of {_mib(MAX_FILE_BYTES)}"
+        problem = f"{len(too_large)} file(s) exceed the per-file limit of {_size(MAX_FILE_BYTES)}"
     else:
-        problem = f"its files total {_mib(total)}, over the limit of {_mib(MAX_TOTAL_BYTES)}"
+        problem = f"its files total {_size(total)}, over the limit of {_size(MAX_TOTAL_BYTES)}"
     raise CodeArchiveError(
         f"code root {base} cannot be packed: {problem}; largest: {listed}. A code archive "
         "holds code, not data: move data to the artifact store or S3, exclude it "
@@ -348,7 +362,11 @@ def _check_sizes(base: str, files: list[tuple[str, int, bool]]) -> None:
     )
 
 
-def _mib(size: int) -> str:
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
@@ -419,8 +437,8 @@ def _extract(data: bytes, directory: str, uri: str) -> None:
                 total += member.size
             if total > MAX_TOTAL_BYTES:
                 raise CodeArchiveError(
-                    f"code archive {uri} unpacks to {_mib(total)}, over the limit of "
-                    f"{_mib(MAX_TOTAL_BYTES)}"
+                    f"code archive {uri} unpacks to {_size(total)}, over the limit of "
+                    f"{_size(MAX_TOTAL_BYTES)}"
                 )
             if hasattr(tarfile, "data_filter"):
                 # The "data" filter repeats these checks in the standard library's own terms.
