@@ -98,8 +98,10 @@ def _run(source: str) -> tuple[int, _Report]:
     from kstep.engine._owner import current_owner
 
     # The step run now belongs to this process: an engine restarted after its parent died
-    # leaves it alone while this process lives.
-    stores.metadata.update_step_run(request.step_run_id, owner=current_owner())
+    # leaves it alone while this process lives. Its log is where this process writes it.
+    stores.metadata.update_step_run(
+        request.step_run_id, owner=current_owner(), logs_uri=request.logs_uri
+    )
     outcome = execute_step(request, stores, settings)
     report = _Report(
         outcome.status,
