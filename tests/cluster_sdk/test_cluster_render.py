@@ -199,6 +199,20 @@ def test_render_records_outputs_and_options_the_runner_needs() -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", definition["sourceHash"])
 
 
+def test_render_writes_no_null_values_outside_parameters() -> None:
+    manifest = render_pipeline_run(load_example("fan_out.py:fan_out"), name="f")
+
+    def nulls(value: Any, path: str) -> list[str]:
+        if isinstance(value, dict):
+            return [p for key, item in value.items() for p in nulls(item, f"{path}.{key}")]
+        if isinstance(value, list):
+            return [p for index, item in enumerate(value) for p in nulls(item, f"{path}[{index}]")]
+        return [path] if value is None else []
+
+    # Client-side `kubectl apply` drops null values; nothing the operator needs may be one.
+    assert nulls(manifest, "") == []
+
+
 def test_render_dynamic_pipeline_has_an_entrypoint_and_no_steps() -> None:
     manifest = render_pipeline_run(dynamic, {"count": 5}, name="d")
     spec = manifest["spec"]

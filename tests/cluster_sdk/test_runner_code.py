@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_sdk_support import EXAMPLES
 
 from kstep._settings import Settings
 from kstep.client import Client
 from kstep.cluster.code import pack_code
+from kstep.cluster.render import render_pipeline_run
 from kstep.cluster.specs import CodeSpec
 from kstep.runner.__main__ import TERMINATION_MESSAGE_LIMIT, _Report, termination_message
+from kstep.runner._isolated import rebuild_step, step_options
+from kstep.runner._references import import_reference
 from kstep.stores import Stores
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep.stores.metadata.store import new_id
@@ -68,13 +72,17 @@ class Attempt:
     step_run_id: str
     workdir: Path
 
-    def request(self, step: str, value: Any = 21) -> dict[str, Any]:
+    def request(self, step: str, value: Any = 21, *, rendered: bool = False) -> dict[str, Any]:
+        options = {"name": step, **OPTIONS}
+        if rendered:
+            # As a rendered manifest carries them: options that are None are left out.
+            options = {key: value for key, value in options.items() if value is not None}
         return {
             "run": {"id": self.run_id, "name": "archived-1", "pipeline_name": "archived"},
             "step_run_id": self.step_run_id,
             "invocation_id": step,
             "step": f"archived_steps:{step}",
-            "options": {"name": step, **OPTIONS},
+            "options": options,
             "attempt": 1,
             "final_attempt": True,
             "inputs": {"value": {"param": value}},
@@ -148,7 +156,7 @@ def attempt(tmp_path: Path, kstep_home: Path) -> Iterator[Attempt]:
 def test_runner_runs_a_step_from_a_code_archive_given_in_an_env_variable(
     attempt: Attempt, kstep_home: Path
 ) -> None:
-    request = json.dumps(attempt.request("double"))
+    request = json.dumps(attempt.request("double", rendered=True))
 
     code, message = attempt.run_runner("env:KSTEP_STEP_REQUEST", KSTEP_STEP_REQUEST=request)
 
@@ -217,6 +225,21 @@ def test_runner_exits_2_when_the_request_variable_is_unset(attempt: Attempt) -> 
         "message": "--request env:KSTEP_NO_SUCH_REQUEST: the environment variable "
         "KSTEP_NO_SUCH_REQUEST is unset",
     }
+
+
+def test_rebuild_step_reads_absent_options_as_none() -> None:
+    fan_out = import_reference(f"{EXAMPLES}/fan_out.py:fan_out")
+    definitions = render_pipeline_run(fan_out, name="f")["spec"]["definitions"]
+    module = sys.modules[fan_out.fn.__module__]
+    heavy_key = next(key for key in definitions if key.startswith("score-"))
+    reference = f"{fan_out.fn.__module__}:score"
+
+    plain = rebuild_step(reference, definitions["score"]["options"])
+    heavy = rebuild_step(reference, definitions[heavy_key]["options"])
+
+    assert plain is module.score
+    assert step_options(heavy) == step_options(module.heavy_score)
+    assert "timeout" not in definitions["score"]["options"]
 
 
 @pytest.mark.parametrize("text", ["x" * 10_000, "\u00e9\u4e2d" * 3_000, '\n\t"\\' * 3_000])

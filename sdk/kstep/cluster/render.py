@@ -118,8 +118,13 @@ def render_pipeline_run(
         spec["steps"] = steps
     spec["executionMode"] = pipeline.execution_mode
     spec["enableCache"] = pipeline.enable_cache
+    # Written out even when defaulted, so the manifest equals the object the server stores.
+    spec["parallelism"] = (
+        parallelism
+        if parallelism is not None
+        else PipelineRunSpec.model_fields["parallelism"].default
+    )
     optional = {
-        "parallelism": parallelism,
         "timeoutSeconds": timeout_seconds,
         "ttlSecondsAfterFinished": ttl_seconds_after_finished,
         "serviceAccountName": service_account_name,
@@ -375,7 +380,9 @@ class _Definitions:
             definition["timeoutSeconds"] = math.ceil(config.timeout)
         if config.pod:
             definition["pod"] = dict(config.pod)
-        definition["options"] = options
+        # Only the options that are set: client-side `kubectl apply` drops null values, and
+        # the runner reads an absent option as None.
+        definition["options"] = {key: value for key, value in options.items() if value is not None}
         return definition
 
 

@@ -44,16 +44,21 @@ def rebuild_step(reference: str, options: dict[str, Any]) -> Step[..., Any]:
     found = import_reference(reference)
     if not isinstance(found, Step):
         raise ExecutionError(f"reference {reference!r} is {found!r}, not a @step")
-    wanted = dict(options)
-    wanted["retry"] = Retry(**wanted["retry"])
+    current = step_options(found)
+    # An option left out means None: a manifest applied with client-side `kubectl apply`
+    # loses null values, so rendered manifests carry only the options that are set.
+    given: dict[str, Any] = dict.fromkeys(current)
+    given.update(options)
+    if given == current:
+        return found
+    wanted = dict(given)
+    wanted["retry"] = Retry(**(given["retry"] or {}))
     wanted["output_materializers"] = {
-        name: import_reference(ref) for name, ref in wanted["output_materializers"].items()
+        name: import_reference(ref) for name, ref in (given["output_materializers"] or {}).items()
     }
     for hook in ("on_failure", "on_success"):
         if wanted[hook] is not None:
             wanted[hook] = import_reference(wanted[hook])
-    if step_options(found) == options:
-        return found
     return found.with_options(**wanted)
 
 
