@@ -104,44 +104,28 @@ def submit(
     settings = settings or Settings()
     api_client, default_namespace = connect(kubeconfig, context)
     namespace = namespace or default_namespace
-
-    # The archive is built (not uploaded) before rendering, because its URI goes in the
-    # manifest; it is uploaded only once rendering has accepted the pipeline.
-    archive = store = None
-    if code is None and pack:
-        from kstep.cluster.code import build_archive, check_shared_store, default_code_root
-        from kstep.stores.artifacts import open_artifact_store
-
-        store = open_artifact_store(settings)
-        check_shared_store(store)
-        root = code_root if code_root is not None else default_code_root(pipeline.fn.__module__)
-        archive = build_archive(root, exclude=exclude)
-        code_root = root
-        code = CodeSpec(
-            image=image, archive=store.object_uri(archive.key), archive_sha256=archive.sha256
+    try:
+        manifest = _render_with_code(
+            pipeline,
+            parameters,
+            settings,
+            image=image,
+            pack=pack,
+            code=code,
+            code_root=code_root,
+            exclude=exclude,
+            name=name,
+            namespace=namespace,
+            parallelism=parallelism,
+            timeout_seconds=timeout_seconds,
+            ttl_seconds_after_finished=ttl_seconds_after_finished,
+            service_account_name=service_account_name,
+            store_secret=store_secret,
         )
-    elif code is None and image is not None:
-        code = CodeSpec(image=image)
-
-    manifest = render_pipeline_run(
-        pipeline,
-        parameters,
-        name=name,
-        namespace=namespace,
-        code=code,
-        code_root=code_root,
-        parallelism=parallelism,
-        timeout_seconds=timeout_seconds,
-        ttl_seconds_after_finished=ttl_seconds_after_finished,
-        service_account_name=service_account_name,
-        store_secret=store_secret,
-    )
-    if archive is not None and store is not None:
-        from kstep.cluster.code import store_archive
-
-        store_archive(archive, store, image=image)
-
-    created = create_pipeline_run(api_client, manifest, namespace)
+        created = create_pipeline_run(api_client, manifest, namespace)
+    except BaseException:
+        api_client.close()
+        raise
     run = ClusterRun(
         created["metadata"]["name"],
         namespace,
@@ -151,6 +135,45 @@ def submit(
     )
     logger.debug("PipelineRun %s/%s is created.", namespace, run.name)
     return run
+
+
+def _render_with_code(
+    pipeline: Pipeline,
+    parameters: Mapping[str, Any] | None,
+    settings: Settings,
+    *,
+    image: str | None,
+    pack: bool,
+    code: CodeSpec | None,
+    code_root: str | os.PathLike[str] | None,
+    exclude: Sequence[str],
+    **options: Any,
+) -> dict[str, Any]:
+    """Render the run, packing its code first when asked to."""
+    # The archive is built (not uploaded) before rendering, because its URI goes in the
+    # manifest; it is uploaded only once rendering has accepted the pipeline.
+    archive = store = None
+    if code is None and pack:
+        from kstep.cluster.code import build_archive, check_shared_store, default_code_root
+        from kstep.stores.artifacts import open_artifact_store
+
+        store = open_artifact_store(settings)
+        check_shared_store(store)
+        if code_root is None:
+            code_root = default_code_root(pipeline.fn.__module__)
+        archive = build_archive(code_root, exclude=exclude)
+        code = CodeSpec(
+            image=image, archive=store.object_uri(archive.key), archive_sha256=archive.sha256
+        )
+    elif code is None and image is not None:
+        code = CodeSpec(image=image)
+
+    manifest = render_pipeline_run(pipeline, parameters, code=code, code_root=code_root, **options)
+    if archive is not None and store is not None:
+        from kstep.cluster.code import store_archive
+
+        store_archive(archive, store, image=image)
+    return manifest
 
 
 def create_pipeline_run(
