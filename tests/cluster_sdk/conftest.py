@@ -1,8 +1,8 @@
 """Fixtures of the cluster SDK tests: rendering, code archives, the runner, submission.
 
 Every test gets its own `KSTEP_HOME`. The tests marked `cluster` use the test bed's
-`control_plane` and `namespace` fixtures (tests/testbed/plugin.py); without the test bed they
-are skipped, naming what is missing.
+`control_plane`, `namespace` and `s3` fixtures (tests/testbed/plugin.py), which skip them,
+naming what is missing, when the control plane's binaries are not built.
 """
 
 from __future__ import annotations
@@ -16,16 +16,6 @@ import pytest
 from cluster_sdk_support import CRDS, kubectl
 
 from kstep.engine import LocalEngine
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Without the test bed plugin its fixtures do not exist: skip instead of erroring.
-    if config.pluginmanager.hasplugin("testbed.plugin"):
-        return
-    skip = pytest.mark.skip(reason="needs the test bed (tests/testbed/plugin.py) for a cluster")
-    for item in items:
-        if item.get_closest_marker("cluster") and "cluster_sdk" in item.nodeid:
-            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

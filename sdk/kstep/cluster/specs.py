@@ -236,6 +236,9 @@ class StepRunStatus(_Spec):
     cached: bool = False
     start_time: str | None = Field(None, alias="startTime")
     completion_time: str | None = Field(None, alias="completionTime")
+    retry_at: str | None = Field(
+        None, alias="retryAt", description="when the next attempt starts (phase retrying)"
+    )
     reason: str | None = Field(None, max_length=128)
     message: str | None = Field(None, max_length=4096)
     error_type: str | None = Field(None, alias="errorType", max_length=256)

@@ -44,6 +44,8 @@ def rebuild_step(reference: str, options: dict[str, Any]) -> Step[..., Any]:
     found = import_reference(reference)
     if not isinstance(found, Step):
         raise ExecutionError(f"reference {reference!r} is {found!r}, not a @step")
+    if not options:
+        return found
     current = step_options(found)
     # An option left out means None: a manifest applied with client-side `kubectl apply`
     # loses null values, so rendered manifests carry only the options that are set.
@@ -100,7 +102,7 @@ def request_from_json(data: dict[str, Any]) -> StepRequest:
             attempt=int(data["attempt"]),
             final_attempt=bool(data["final_attempt"]),
             inputs=bindings_from_json(data["inputs"]),
-            logs_uri=data["logs_uri"],
+            logs_uri=data.get("logs_uri") or "",
         )
     except (KeyError, TypeError) as error:
         raise ExecutionError(f"step request is malformed: missing or wrong {error}") from None
