@@ -290,8 +290,11 @@ def _reconcile_dynamic(op: Operator, run: dict[str, Any]) -> None:
     outcome = job_outcome(job)
     if outcome is None:
         if counts != (run.get("status") or {}).get("stepCounts"):
+            old = (run.get("status") or {}).get("stepCounts")
             op.cache.put_run(
-                op.kube.patch_status(PIPELINE_RUNS, namespace, name, {"stepCounts": counts})
+                op.kube.patch_status(
+                    PIPELINE_RUNS, namespace, name, {"stepCounts": counts_patch(old, counts)}
+                )
             )
         return
     _end_dynamic(op, run, outcome, counts, step_runs)
@@ -516,7 +519,7 @@ def _record(op: Operator, run: dict[str, Any], phases: dict[str, str]) -> None:
                 PIPELINE_RUNS,
                 run["metadata"]["namespace"],
                 run["metadata"]["name"],
-                {"stepCounts": counts},
+                {"stepCounts": counts_patch(status.get("stepCounts"), counts)},
             )
             op.cache.put_run(patched)
         timeout = spec.get("timeoutSeconds")
@@ -566,7 +569,7 @@ def _finish(
     status: dict[str, Any] = {
         "phase": phase,
         "completionTime": now,
-        "stepCounts": counts,
+        "stepCounts": counts_patch((run.get("status") or {}).get("stepCounts"), counts),
         "observedGeneration": metadata.get("generation"),
         "conditions": [_condition(succeeded, reason, message or f"the run {phase}", run, now)],
         "message": message[:4096] or None,
@@ -588,6 +591,13 @@ def _finish(
     event_type = "Normal" if phase == "completed" else "Warning"
     op.kube.post_event(run, reason, message or f"the run {phase}", event_type)
     logger.info("PipelineRun %s ended %s: %s", describe(run), phase, message or reason)
+
+
+def counts_patch(old: dict[str, int] | None, new: dict[str, int]) -> dict[str, int | None]:
+    """A merge patch that turns the counts `old` into `new` (dropping phases now at 0)."""
+    patch: dict[str, int | None] = {phase: None for phase in old or {} if phase not in new}
+    patch.update(new)
+    return patch
 
 
 def _condition(

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from operator_harness import BIN, HERE, ROOT, Cluster, OperatorProcesses, free_port
 
 pytestmark = pytest.mark.cluster
@@ -20,12 +19,18 @@ pytestmark = pytest.mark.cluster
 def kstep_crds(control_plane: Any) -> None:
     """The project's CRDs, applied once and established."""
     kubectl = [str(BIN / "kubectl"), f"--kubeconfig={control_plane.admin_kubeconfig}"]
-    subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True,
-                   capture_output=True)
+    subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
     subprocess.run(
-        [*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-         "crd/pipelineruns.kstep.dev", "crd/stepruns.kstep.dev"],
-        check=True, capture_output=True,
+        [
+            *kubectl,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/pipelineruns.kstep.dev",
+            "crd/stepruns.kstep.dev",
+        ],
+        check=True,
+        capture_output=True,
     )
 
 
@@ -62,12 +67,16 @@ def kstep_cluster(
     core = client.CoreV1Api(api)
     code_env = {"PYTHONPATH": str(HERE), "KSTEP_TEST_SIDE_CHANNEL": str(side_channel)}
     secret_data = {**store_env, **code_env}
-    core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "kstep-stores"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret_data.items()},
-    })
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "kstep-step"},
-                                                       "automountServiceAccountToken": False})
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "kstep-stores"},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret_data.items()},
+        },
+    )
+    core.create_namespaced_service_account(
+        namespace, {"metadata": {"name": "kstep-step"}, "automountServiceAccountToken": False}
+    )
 
     workdir = tmp_path / "operator"
     workdir.mkdir()
@@ -97,7 +106,9 @@ def kstep_cluster(
     def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / "kubectl"), f"--kubeconfig={control_plane.admin_kubeconfig}", *args],
-            input=input, capture_output=True, text=True,
+            input=input,
+            capture_output=True,
+            text=True,
         )
 
     try:

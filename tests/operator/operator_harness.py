@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BIN = Path(sys.executable).parent
@@ -91,8 +89,14 @@ class OperatorProcesses:
 class Cluster:
     """What a test needs: the API as dicts, the operator's processes, the store settings."""
 
-    def __init__(self, api_client: Any, namespace: str, processes: OperatorProcesses,
-                 store_env: dict[str, str], kubectl: Any) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        namespace: str,
+        processes: OperatorProcesses,
+        store_env: dict[str, str],
+        kubectl: Any,
+    ) -> None:
         from kubernetes import client
 
         self.api_client = api_client
@@ -106,14 +110,16 @@ class Cluster:
 
     # -------------------------------------------------------------- runs
 
-    def render(self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
-               ) -> dict[str, Any]:
+    def render(
+        self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
+    ) -> dict[str, Any]:
         from kstep.cluster.render import render_pipeline_run
 
         return render_pipeline_run(pipeline, parameters or {}, namespace=self.namespace, **options)
 
-    def submit(self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
-               ) -> str:
+    def submit(
+        self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
+    ) -> str:
         manifest = self.render(pipeline, parameters, **options)
         self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "pipelineruns", manifest
@@ -121,12 +127,18 @@ class Cluster:
         return str(manifest["metadata"]["name"])
 
     def run(self, name: str) -> dict[str, Any]:
-        return dict(self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "pipelineruns", name
-        ))
+        return dict(
+            self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "pipelineruns", name
+            )
+        )
 
-    def wait(self, name: str, timeout: float = 90.0, phases: tuple[str, ...] = (
-            "completed", "failed", "cancelled")) -> dict[str, Any]:
+    def wait(
+        self,
+        name: str,
+        timeout: float = 90.0,
+        phases: tuple[str, ...] = ("completed", "failed", "cancelled"),
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = self.run(name)
@@ -171,8 +183,9 @@ class Cluster:
             return Client(settings)
 
     def apply_yaml(self, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("apply", "-n", self.namespace, "-f", "-",
-                            input=yaml.safe_dump(manifest))
+        from kstep.cluster.render import to_yaml
+
+        return self.kubectl("apply", "-n", self.namespace, "-f", "-", input=to_yaml(manifest))
 
 
 @contextlib.contextmanager
