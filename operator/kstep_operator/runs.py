@@ -15,16 +15,13 @@ from sqlalchemy.exc import IntegrityError
 
 from kstep._caching import InputToken, compute_cache_key
 from kstep.cluster import names
+from kstep.cluster.objects import step_run_manifest
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep_operator import steps
 from kstep_operator.context import Operator, describe
 from kstep_operator.kube import JOBS, PIPELINE_RUNS, STEP_RUNS, ApiError, now_iso, parse_time
 from kstep_operator.reconcile import dag
-from kstep_operator.reconcile.manifests import (
-    job_outcome,
-    orchestrator_job_manifest,
-    step_run_manifest,
-)
+from kstep_operator.reconcile.manifests import job_outcome, orchestrator_job_manifest
 
 logger = logging.getLogger(__name__)
 
