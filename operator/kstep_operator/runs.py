@@ -15,11 +15,19 @@ from sqlalchemy.exc import IntegrityError
 
 from kstep._caching import InputToken, compute_cache_key
 from kstep.cluster import names
-from kstep.cluster.objects import step_run_manifest
+from kstep.cluster.objects import step_run_manifest, succeeded_condition
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep_operator import steps
 from kstep_operator.context import Operator, describe
-from kstep_operator.kube import JOBS, PIPELINE_RUNS, STEP_RUNS, ApiError, now_iso, parse_time
+from kstep_operator.kube import (
+    JOBS,
+    PIPELINE_RUNS,
+    SERVICE_ACCOUNTS,
+    STEP_RUNS,
+    ApiError,
+    now_iso,
+    parse_time,
+)
 from kstep_operator.reconcile import dag
 from kstep_operator.reconcile.manifests import job_outcome, orchestrator_job_manifest
 
@@ -197,6 +205,18 @@ def _check(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
             f"isolated steps need the store Secret {op.defaults.store_secret!r} in namespace "
             f"{namespace!r} (or a spec.storeSecret that exists)",
         )
+    accounts = set()
+    if spec.get("mode") == "dynamic":
+        accounts.add(spec.get("serviceAccountName") or op.defaults.orchestrator_service_account)
+    if needs_default:
+        accounts.add(spec.get("serviceAccountName") or op.defaults.service_account)
+    for account in sorted(accounts):
+        if op.kube.get(SERVICE_ACCOUNTS, namespace, account) is None:
+            return dag.Problem(
+                "ServiceAccountNotFound",
+                f"the run's pods need the service account {account!r}, which does not exist "
+                f"in namespace {namespace!r}",
+            )
     return _check_functions(op, run)
 
 
@@ -487,9 +507,7 @@ def _skip(op: Operator, run: dict[str, Any], invocation_id: str, why: str) -> No
         "message": why,
         "completionTime": now_iso(),
     }
-    status["conditions"] = [
-        steps.succeeded_condition(status, created["metadata"].get("generation"))
-    ]
+    status["conditions"] = [succeeded_condition(status, created["metadata"].get("generation"))]
     patched = op.kube.patch_status(
         STEP_RUNS, created["metadata"]["namespace"], created["metadata"]["name"], status
     )

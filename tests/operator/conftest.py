@@ -77,6 +77,7 @@ def kstep_cluster(
     core.create_namespaced_service_account(
         namespace, {"metadata": {"name": "kstep-step"}, "automountServiceAccountToken": False}
     )
+    _grant_orchestrator(api, namespace)
 
     workdir = tmp_path / "operator"
     workdir.mkdir()
@@ -112,6 +113,48 @@ def kstep_cluster(
         )
 
     try:
-        yield Cluster(api, namespace, processes, store_env, kubectl)
+        yield Cluster(api, namespace, processes, store_env, kubectl, kubelet_standin)
     finally:
         processes.stop()
+
+
+def _grant_orchestrator(api: Any, namespace: str) -> None:
+    """The orchestrator's service account: read runs, manage StepRuns, in this namespace."""
+    from kubernetes import client
+
+    client.CoreV1Api(api).create_namespaced_service_account(
+        namespace, {"metadata": {"name": "kstep-orchestrator"}}
+    )
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "kstep-orchestrator"},
+            "rules": [
+                {
+                    "apiGroups": ["kstep.dev"],
+                    "resources": ["pipelineruns"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["kstep.dev"],
+                    "resources": ["stepruns", "stepruns/status"],
+                    "verbs": ["get", "list", "watch", "create", "patch", "update"],
+                },
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "kstep-orchestrator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "kstep-orchestrator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "kstep-orchestrator", "namespace": namespace}
+            ],
+        },
+    )

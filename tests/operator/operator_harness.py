@@ -96,6 +96,7 @@ class Cluster:
         processes: OperatorProcesses,
         store_env: dict[str, str],
         kubectl: Any,
+        standin: Any = None,
     ) -> None:
         from kubernetes import client
 
@@ -107,6 +108,8 @@ class Cluster:
         self.processes = processes
         self.store_env = store_env
         self.kubectl = kubectl
+        self.standin = standin
+        self.standin = standin
 
     # -------------------------------------------------------------- runs
 
@@ -149,6 +152,7 @@ class Cluster:
             f"run {name} did not reach {phases} in {timeout} s; it is "
             f"{json.dumps(self.run(name).get('status'), indent=1)}\n"
             f"steps: {self.step_phases(name)}\n--- operator logs ---\n{self.processes.log_text()}"
+            f"\n--- pod logs ---\n{self.pod_logs()}"
         )
 
     def step_runs(self, name: str) -> dict[str, dict[str, Any]]:
@@ -159,6 +163,19 @@ class Cluster:
 
     def step_phases(self, name: str) -> dict[str, str | None]:
         return {i: (s.get("status") or {}).get("phase") for i, s in self.step_runs(name).items()}
+
+    def pod_logs(self) -> str:
+        """The last lines of every pod's output in the namespace (for failure reports)."""
+        if self.standin is None:
+            return ""
+        texts = []
+        for pod in self.core.list_namespaced_pod(self.namespace).items:
+            try:
+                text = self.standin.logs(self.namespace, pod.metadata.name)
+            except Exception as error:
+                text = f"(no log: {error})"
+            texts.append(f"== {pod.metadata.name}\n{text[-3000:]}")
+        return "\n".join(texts)
 
     def jobs(self) -> list[Any]:
         return list(self.batch.list_namespaced_job(self.namespace).items)

@@ -115,3 +115,23 @@ def chain(length: int = 5, salt: str = "") -> None:
     value = seed(1, salt)
     for _ in range(length - 1):
         value = square(value)
+
+
+@pipeline(dynamic=True)
+def dynamic_fan(n: int = 3, salt: str = "") -> None:
+    """Inline squares by map, isolated cubes by submit; totals of both."""
+    count = seed(n, salt).load()
+    squares = square.map(x=list(range(1, count + 1)))
+    cubes = [cube.submit(i) for i in range(1, count + 1)]
+    total(squares)
+    total(cubes)
+
+
+@pipeline(dynamic=True)
+def dynamic_branch(threshold: int = 2, salt: str = "") -> None:
+    """Branches on a loaded value: only the taken branch's step runs."""
+    value = seed(3, salt).load()
+    if value > threshold:
+        cube(value)
+    else:
+        square(value)
