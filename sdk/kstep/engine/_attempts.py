@@ -275,7 +275,8 @@ class AttemptLauncher:
         )
         handle = RunningAttempt()
         if prepared.runtime == "isolated":
-            self.engine.isolated_slots.acquire()
+            # The thread waits for a free slot, not the caller: `.submit()` returns at once
+            # even when every isolated slot is taken.
             threading.Thread(
                 target=self._run_isolated,
                 args=(request, handle, on_done),
@@ -294,6 +295,7 @@ class AttemptLauncher:
         on_done(outcome)
 
     def _run_isolated(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
+        self.engine.isolated_slots.acquire()
         try:
             outcome = self._spawn(request, handle)
         except BaseException as error:
