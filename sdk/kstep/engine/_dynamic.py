@@ -66,6 +66,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_STOPPING = "the run is stopping after an unhandled failure"
+
 
 @dataclass(frozen=True)
 class _FromState:
@@ -435,8 +437,7 @@ class DynamicScope:
             self._skip(
                 pending,
                 ExecutionError(
-                    f"step {pending.invocation_id!r} was not started because the run is stopping "
-                    "after an unhandled failure"
+                    f"step {pending.invocation_id!r} was not started because {_STOPPING}"
                 ),
             )
             return
@@ -479,6 +480,10 @@ class DynamicScope:
         with self._lock:
             if not pending.state.done():
                 self._running[pending.invocation_id] = handle
+            stopping = self._stopping
+        # The run may have begun stopping while this attempt was being started.
+        if stopping:
+            handle.withdraw(_STOPPING)
 
     def _attempt_done(
         self, pending: _Pending, prepared: PreparedInvocation, outcome: StepOutcome
@@ -497,7 +502,7 @@ class DynamicScope:
             return
         if outcome.status == "retrying":
             self.stores.metadata.update_step_run(prepared.step_run_ids[-1], status="failed")
-        status = "cancelled" if outcome.status == "cancelled" else "failed"
+        status = outcome.status if outcome.status in ("cancelled", "skipped") else "failed"
         self._finish(pending.state, status, error=outcome.error)
 
     def _retry(self, pending: _Pending, prepared: PreparedInvocation) -> None:
@@ -569,6 +574,9 @@ class DynamicScope:
             with self._lock:
                 self._stopping = True
                 running = list(self._running.values())
+            # Attempts still waiting for a worker or an isolated slot never start.
+            for attempt in running:
+                attempt.withdraw(_STOPPING)
             if mode == "fail_fast":
                 for attempt in running:
                     attempt.cancel()
