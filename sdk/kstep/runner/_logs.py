@@ -96,13 +96,21 @@ class _RecordRouter(logging.Handler):
 
 
 def install() -> None:
-    """Route stdout, stderr and logging through per-step logs (once per process)."""
+    """Route stdout, stderr and logging through per-step logs.
+
+    The logging handler and the thread hook are installed once per process. The streams are
+    checked on every call: test runners, notebooks and `contextlib.redirect_stdout` replace
+    `sys.stdout` and `sys.stderr` after kstep routed them, and the replacements are routed
+    again.
+    """
     global _installed
     with _install_lock:
+        if not isinstance(sys.stdout, _StreamRouter):
+            sys.stdout = _StreamRouter(sys.stdout)
+        if not isinstance(sys.stderr, _StreamRouter):
+            sys.stderr = _StreamRouter(sys.stderr)
         if _installed:
             return
-        sys.stdout = _StreamRouter(sys.stdout)
-        sys.stderr = _StreamRouter(sys.stderr)
         root = logging.getLogger()
         root.addHandler(_RecordRouter())
         if root.level == logging.WARNING and len(root.handlers) == 1:
