@@ -80,7 +80,10 @@ class _FromState:
 
 @dataclass
 class _Known:
-    """Artifact versions an invocation's inputs name directly, and the invocations behind them."""
+    """Artifact versions an invocation's inputs name, and the invocations behind its inputs.
+
+    `producers` holds the invocations of artifacts and futures alike, in input order.
+    """
 
     versions: dict[str, ArtifactVersionRecord]
     producers: dict[str, None]
@@ -208,7 +211,9 @@ class DynamicScope:
             return self._chunk_binding(value, what, known)
         if isinstance(value, StepFuture):
             self._check_same_run(value._state.run_id, what)
-            return _FromState(value._state, self._single_output(value, what))
+            index = self._single_output(value, what)
+            known.producers[value.invocation_id] = None
+            return _FromState(value._state, index)
         if isinstance(value, MapResultsFuture):
             return InputList(
                 tuple(self._pending_binding(step, name, item, known) for item in value)
@@ -234,7 +239,9 @@ class DynamicScope:
             known.producers[source.invocation_id] = None
             return ArtifactRef(source.record.id, chunk.index)
         self._check_same_run(source._state.run_id, what)
-        return _FromState(source._state, self._single_output(source, what), chunk.index)
+        index = self._single_output(source, what)
+        known.producers[source.invocation_id] = None
+        return _FromState(source._state, index, chunk.index)
 
     def _single_output(self, future: StepFuture, what: str) -> int:
         if isinstance(future, OutputFuture):
@@ -262,13 +269,14 @@ class DynamicScope:
     def _dependencies(
         self, step: Step[..., Any], inputs: dict[str, Any], after: Any, known: _Known
     ) -> tuple[list[InvocationState], list[str]]:
+        # Data edges in input order (the producers of artifacts and futures alike), then
+        # after= edges, as for static runs.
         states: dict[int, InvocationState] = {}
         upstream: dict[str, None] = dict(known.producers)
 
         def visit(binding: Any) -> None:
             if isinstance(binding, _FromState):
                 states[id(binding.state)] = binding.state
-                upstream[binding.state.invocation_id] = None
             elif isinstance(binding, InputList):
                 for item in binding.items:
                     visit(item)
