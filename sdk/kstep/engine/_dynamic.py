@@ -290,12 +290,17 @@ class DynamicScope:
         return list(states.values()), list(upstream)
 
     def _after_states(self, step: Step[..., Any], item: Any) -> list[InvocationState]:
+        what = f"after= of step {step.name!r}"
         if isinstance(item, StepFuture):
-            self._check_same_run(item._state.run_id, f"after= of step {step.name!r}")
+            self._check_same_run(item._state.run_id, what)
             return [item._state]
         if isinstance(item, MapResultsFuture):
+            for future in item:
+                self._check_same_run(future._state.run_id, what)
             return [future._state for future in item]
         if isinstance(item, OutputArtifact):
+            # Checked first: another run's invocation id may name one of this run's too.
+            self._check_same_run(item.run_id, what)
             state = self._states.get(item.invocation_id)
             return [] if state is None else [state]
         if isinstance(item, str):
