@@ -7,7 +7,6 @@ import re
 import sys
 import threading
 import time
-from typing import Any
 
 from dynamic.steps import add, count, square, timed, total
 from kstep import pipeline, step
@@ -138,7 +137,3 @@ def test_logs_of_a_step_started_in_a_later_run_are_still_captured() -> None:
         logs.append(run.steps["chatty"].logs())
 
     assert [len(re.findall(r"print line=\d", log)) for log in logs] == [10, 10]
-
-
-def describe_logs(run: Any) -> dict[str, str]:
-    return {invocation: step_run.logs() for invocation, step_run in run.steps.items()}
