@@ -2,9 +2,9 @@
 
 An invocation is reused when a completed (or cached) step run of the same run matches it by
 invocation id and inputs (an input fingerprint: a hash of its parameters and input artifact
-versions), and ran the same step. Failing that, a completed step run of the same step with the same inputs that no
-other call claimed is reused, so a function that now calls steps in a different order still
-never executes completed work twice.
+versions), and ran the same step. Failing that, a completed step run of the same step with
+the same inputs that no other call claimed is reused, so a function that now calls steps in a
+different order still never executes completed work twice.
 """
 
 from __future__ import annotations
