@@ -13,12 +13,20 @@ import socket
 from typing import Any
 
 
-def _start_ticks(pid: int) -> int | None:
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of `/proc/<pid>/stat` after the command name, from the state on."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
+            return file.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    try:
+        return None if fields is None else int(fields[19])
+    except (IndexError, ValueError):
         return None
 
 
@@ -42,5 +50,9 @@ def owner_is_alive(owner: dict[str, Any] | None) -> bool | None:
         return False
     except PermissionError:
         pass
+    fields = _stat_fields(pid)
+    # A zombie has exited; it lingers until reaped, for an orphan maybe forever.
+    if fields and fields[0] in ("Z", "X"):
+        return False
     start = owner.get("start")
     return start is None or _start_ticks(pid) == start
