@@ -8,22 +8,42 @@ and finish, so that tests can count executions independently of the metadata sto
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dynamic import steps
+from kstep._settings import Settings
 from kstep.client import Client
 from kstep.engine import LocalEngine
+from kstep.stores import Stores
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty metadata store with the current schema, copied into each test's home.
+
+    Migrating a new database costs more than most of these tests take to run.
+    """
+    home = tmp_path_factory.mktemp("migrated")
+    database = home / "kstep.db"
+    stores = Stores.open(Settings(home=str(home), metadata_url=f"sqlite:///{database}"))
+    stores.metadata.close()
+    return database
 
 
 @pytest.fixture(autouse=True)
-def kstep_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def kstep_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_database: Path
+) -> Iterator[Path]:
     """A fresh KSTEP_HOME and default engine for the test; other KSTEP_* settings unset."""
     for name in [name for name in os.environ if name.startswith("KSTEP_")]:
         monkeypatch.delenv(name)
     home = tmp_path / "kstep-home"
+    home.mkdir()
+    shutil.copyfile(migrated_database, home / "kstep.db")
     monkeypatch.setenv("KSTEP_HOME", str(home))
     LocalEngine.reset_default()
     yield home

@@ -348,7 +348,7 @@ def test_submit_returns_at_once_when_every_isolated_slot_is_taken(
     @pipeline(dynamic=True, enable_cache=False)
     def queued() -> None:
         started = time.perf_counter()
-        futures = [isolated_sleep.submit(0.5) for _ in range(2)]
+        futures = [isolated_sleep.submit(0.1) for _ in range(2)]
         timings["submit"] = time.perf_counter() - started
         timings["pids"] = len({future.load() for future in futures})
 
