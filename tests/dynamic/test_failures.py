@@ -124,6 +124,20 @@ def test_unhandled_failure_fails_the_run_with_the_failing_step() -> None:
     assert statuses(run) == {"count": "completed", "fail": "failed"}
 
 
+def test_unhandled_upstream_failure_names_the_step_that_failed() -> None:
+    @pipeline(dynamic=True)
+    def unhandled() -> None:
+        square(fail.submit("root cause"))
+
+    with pytest.raises(RunFailed) as raised:
+        unhandled()
+
+    run = raised.value.run
+    assert run.failed_step == "fail"
+    assert run.message == "step 'fail' failed: StepBoom: root cause"
+    assert statuses(run) == {"fail": "failed", "square": "skipped"}
+
+
 def test_exception_of_the_function_itself_fails_the_run() -> None:
     @pipeline(dynamic=True)
     def broken() -> None:

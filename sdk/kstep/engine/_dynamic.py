@@ -599,8 +599,11 @@ class DynamicScope:
             states = dict(self._states)
 
         if function_error is not None:
-            failed_step = next((i for i, s in states.items() if s.error is function_error), None)
-            return RunResult("failed", failed_step, function_error)
+            raised = next((s for s in states.values() if s.error is function_error), None)
+            if raised is None:
+                return RunResult("failed", None, function_error)
+            # A step skipped for its upstream's failure is not the failing step: its root is.
+            return RunResult("failed", raised.root.invocation_id, raised.root.error)
         for invocation_id, state in states.items():
             if state.status == "failed" and state.root is state and not state.observed:
                 return RunResult("failed", invocation_id, state.error)
