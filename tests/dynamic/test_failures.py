@@ -153,6 +153,21 @@ def test_exception_of_the_function_itself_fails_the_run() -> None:
     assert run.message == "KeyError: 'no such thing'"
 
 
+def test_keyboard_interrupt_in_the_function_reaches_the_caller(client: Client) -> None:
+    @pipeline(dynamic=True)
+    def interrupted() -> None:
+        count(1)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+
+    (run,) = client.list_runs(pipeline="interrupted")
+    assert run.status == "failed"
+    assert run.message == "KeyboardInterrupt: "
+    assert statuses(run) == {"count": "completed"}
+
+
 def test_unhandled_failure_skips_pending_steps_and_lets_running_steps_finish(
     side_channel: SideChannel,
 ) -> None:

@@ -16,6 +16,7 @@ isolated in a subprocess. Failure rules:
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import threading
@@ -36,6 +37,7 @@ from kstep._errors import (
     ExecutionError,
     KstepError,
     MaterializerError,
+    RunFailed,
     StepCallError,
     UpstreamFailed,
     describe,
@@ -123,10 +125,12 @@ def run_dynamic(
     finally:
         pipeline_scope.reset(token)
     result = scope.finish(function_error)
-    run = engine.finish_run(record.id, result, pipeline)
     if isinstance(function_error, KeyboardInterrupt):
+        # The run is recorded as failed, but the caller gets the interrupt, not RunFailed.
+        with contextlib.suppress(RunFailed):
+            engine.finish_run(record.id, result, pipeline)
         raise function_error
-    return run
+    return engine.finish_run(record.id, result, pipeline)
 
 
 class DynamicScope:
