@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -190,7 +191,12 @@ def whereabouts(tag: int) -> dict[str, Any]:
 
 @step(runtime="isolated")
 def isolated_whereabouts(tag: int) -> dict[str, Any]:
-    return {"tag": tag, "pid": os.getpid(), "thread": threading.current_thread().name}
+    return {
+        "tag": tag,
+        "pid": os.getpid(),
+        "thread": threading.current_thread().name,
+        "argv": sys.argv,
+    }
 
 
 @step(runtime="isolated")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import kstep.runner
 from dynamic.steps import (
     SideChannel,
     bounds,
@@ -259,6 +261,9 @@ def test_runtime_runs_inline_and_isolated_steps_in_one_run() -> None:
     assert here["thread"].startswith("kstep-inline")
     assert run.steps["isolated_whereabouts"].runtime == "isolated"
     assert there["pid"] != os.getpid()
+    # The step-runner's entry point, as in a Job's pod: python -m kstep.runner --request FILE.
+    assert there["argv"][0] == str(Path(kstep.runner.__file__).with_name("__main__.py"))
+    assert there["argv"][1] == "--request"
     assert run.steps["isolated_increment"].runtime == "isolated"
     assert run.steps["square"].outputs["output"].load() == 25
 

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from dynamic.steps import SideChannel, add, bounds, count, numbers, square, total
-from kstep import KstepError, MapResultsFuture, OutputArtifact, StepFuture, pipeline, step
+from kstep import (
+    KstepError,
+    MapResultsFuture,
+    OutputArtifact,
+    StepFuture,
+    pipeline,
+    step,
+    unmapped,
+)
 from kstep.client import Run
 from kstep.materializers._builtin import JsonMaterializer
 
@@ -190,8 +198,6 @@ def test_unmapped_passes_a_value_whole_to_every_invocation() -> None:
 
     @pipeline(dynamic=True)
     def shared() -> None:
-        from kstep import unmapped
-
         seen["literal"] = add.map(a=[1, 2, 3], b=unmapped(100)).load()
         seen["artifact"] = add.map(a=numbers(3), b=unmapped(count(10))).load()
 
