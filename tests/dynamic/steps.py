@@ -190,16 +190,6 @@ def whereabouts(tag: int) -> dict[str, Any]:
 
 
 @step(runtime="isolated")
-def isolated_whereabouts(tag: int) -> dict[str, Any]:
-    return {
-        "tag": tag,
-        "pid": os.getpid(),
-        "thread": threading.current_thread().name,
-        "argv": sys.argv,
-    }
-
-
-@step(runtime="isolated")
 def isolated_sleep(seconds: float) -> int:
     note("start")
     time.sleep(seconds)
@@ -214,4 +204,6 @@ def isolated_fail(message: str) -> int:
 
 @step(runtime="isolated")
 def isolated_increment(value: int) -> int:
+    """Add one, and record where the body ran as the step run's metadata."""
+    log_metadata({"pid": os.getpid(), "argv": sys.argv})
     return value + 1

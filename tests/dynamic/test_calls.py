@@ -17,7 +17,6 @@ from dynamic.steps import (
     count,
     isolated_increment,
     isolated_sleep,
-    isolated_whereabouts,
     nothing,
     square,
     timed,
@@ -245,26 +244,23 @@ def test_futures_and_lists_of_futures_pass_to_steps_that_wait_for_them() -> None
 def test_runtime_runs_inline_and_isolated_steps_in_one_run() -> None:
     @pipeline(dynamic=True, enable_cache=False)
     def mixed() -> None:
-        here = whereabouts(1)
-        there = isolated_whereabouts.submit(2)
+        whereabouts(1)
         # Outputs cross the process boundary both ways.
         square(isolated_increment(count(4)))
-        there.result()
-        here.load()
 
     run = mixed()
 
     here = run.steps["whereabouts"].outputs["output"].load()
-    there = run.steps["isolated_whereabouts"].outputs["output"].load()
+    there = run.steps["isolated_increment"].metadata
     assert run.steps["whereabouts"].runtime == "inline"
     assert here["pid"] == os.getpid()
     assert here["thread"].startswith("kstep-inline")
-    assert run.steps["isolated_whereabouts"].runtime == "isolated"
+    assert run.steps["isolated_increment"].runtime == "isolated"
     assert there["pid"] != os.getpid()
     # The step-runner's entry point, as in a Job's pod: python -m kstep.runner --request FILE.
     assert there["argv"][0] == str(Path(kstep.runner.__file__).with_name("__main__.py"))
     assert there["argv"][1] == "--request"
-    assert run.steps["isolated_increment"].runtime == "isolated"
+    assert run.steps["square"].runtime == "inline"
     assert run.steps["square"].outputs["output"].load() == 25
 
 

@@ -295,7 +295,7 @@ def test_fail_fast_terminates_a_running_isolated_step(side_channel: SideChannel)
 def test_stop_on_failure_lets_a_running_isolated_step_finish(side_channel: SideChannel) -> None:
     @pipeline(dynamic=True, enable_cache=False)
     def patient() -> None:
-        isolated_sleep.submit(0.5)
+        isolated_sleep.submit(0.2)
         wait_for_start(os.environ[SIDE_CHANNEL_ENV], "isolated_sleep")
         fail("stop")
 
