@@ -157,11 +157,13 @@ class LocalEngine:
             for step_run in step_runs:
                 if step_run.status not in ("running", "pending"):
                     continue
-                if owner_is_alive(step_run.owner) is False:
+                # An owner of unknown liveness (another host) is neither waited for nor failed.
+                alive = owner_is_alive(step_run.owner)
+                if alive is False:
                     metadata.update_step_run(
                         step_run.id, status="failed", finished_at=utcnow(), error_message=reason
                     )
-                else:
+                elif alive:
                     waiting = True
             if not waiting:
                 return metadata.step_runs_of(run.id)
