@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
-from dynamic.steps import SideChannel, add, bounds, count, numbers, square, total
+from dynamic.steps import SideChannel, add, bounds, count, numbers, square, timed, total
 from kstep import (
     KstepError,
     MapResultsFuture,
@@ -281,3 +282,24 @@ def test_chunk_refuses_an_index_that_is_not_an_int() -> None:
     bad_chunk()
 
     assert str(errors[0]) == "chunk() takes an int index; got '1'"
+
+
+def test_map_results_wait_gives_up_after_the_timeout_for_all_items() -> None:
+    seen: dict[str, Any] = {}
+
+    @pipeline(dynamic=True, enable_cache=False)
+    def chained() -> None:
+        first = timed.submit(1, 0.3)
+        second = timed.submit(2, 0.3, after=first)
+        third = timed.submit(3, 0.3, after=second)
+        results = MapResultsFuture([first, second, third], timed.output_names)
+        started = time.perf_counter()
+        seen["waited"] = results.wait(0.4)
+        seen["elapsed"] = time.perf_counter() - started
+        results.wait()
+
+    chained()
+
+    # The timeout bounds the whole wait, not the wait for each item.
+    assert seen["waited"] is False
+    assert seen["elapsed"] < 0.8
