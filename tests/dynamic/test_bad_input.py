@@ -195,7 +195,7 @@ def test_with_options_refuses_an_unknown_option() -> None:
     assert str(raised.value) == (
         "step 'square': with_options() got unknown option(s) ['runtimes']; accepted: name, "
         "enable_cache, retry, runtime, on_failure, on_success, output_materializers, "
-        "cache_expires_after"
+        "cache_expires_after, timeout, pod"
     )
 
 
