@@ -14,9 +14,9 @@ from typing import Any
 
 
 def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of `/proc/<pid>/stat` after the command name, from the state on."""
+    """The fields of `/proc/<pid>/stat` after the command name (state first)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
             return file.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
@@ -51,8 +51,10 @@ def owner_is_alive(owner: dict[str, Any] | None) -> bool | None:
     except PermissionError:
         pass
     fields = _stat_fields(pid)
-    # A zombie has exited; it lingers until reaped, for an orphan maybe forever.
-    if fields and fields[0] in ("Z", "X"):
+    if fields is not None and fields[0] in ("Z", "X"):
+        # A zombie has exited; it lingers only until its parent reaps it, which never
+        # happens when the parent died too and nothing adopts orphans (a container
+        # without an init process).
         return False
     start = owner.get("start")
     return start is None or _start_ticks(pid) == start
