@@ -153,19 +153,25 @@ def test_exception_of_the_function_itself_fails_the_run() -> None:
     assert run.message == "KeyError: 'no such thing'"
 
 
-def test_keyboard_interrupt_in_the_function_reaches_the_caller(client: Client) -> None:
-    @pipeline(dynamic=True)
+def test_keyboard_interrupt_cancels_the_run_and_reaches_the_caller(
+    client: Client, side_channel: SideChannel
+) -> None:
+    @pipeline(dynamic=True, enable_cache=False)
     def interrupted() -> None:
         count(1)
+        isolated_sleep.submit(60.0)
+        wait_for_start(os.environ[SIDE_CHANNEL_ENV], "isolated_sleep")
         raise KeyboardInterrupt
 
+    started = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         interrupted()
 
     (run,) = client.list_runs(pipeline="interrupted")
-    assert run.status == "failed"
-    assert run.message == "KeyboardInterrupt: "
-    assert statuses(run) == {"count": "completed"}
+    assert (run.status, run.message) == ("cancelled", "KeyboardInterrupt")
+    # Stopping everything includes the step process, as with fail_fast.
+    assert statuses(run) == {"count": "completed", "isolated_sleep": "cancelled"}
+    assert time.perf_counter() - started < 30
 
 
 def test_unhandled_failure_skips_pending_steps_and_lets_running_steps_finish(

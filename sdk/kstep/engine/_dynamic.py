@@ -10,7 +10,9 @@ isolated in a subprocess. Failure rules:
 - an exception escaping the function fails the run: with the default `stop_on_failure`
   nothing new starts and running steps finish (`fail_fast` also terminates isolated ones,
   `continue_on_failure` lets every submitted invocation run);
-- a failed invocation nobody awaited fails the run too.
+- a failed invocation nobody awaited fails the run too;
+- an interrupt (KeyboardInterrupt) cancels the run as `fail_fast` would stop it, and reaches
+  the caller.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def run_dynamic(
         pipeline_scope.reset(token)
     result = scope.finish(function_error)
     if isinstance(function_error, KeyboardInterrupt):
-        # The run is recorded as failed, but the caller gets the interrupt, not RunFailed.
+        # The run is recorded as cancelled, but the caller gets the interrupt, not RunFailed.
         with contextlib.suppress(RunFailed):
             engine.finish_run(record.id, result, pipeline)
         raise function_error
@@ -578,7 +580,9 @@ class DynamicScope:
 
     def finish(self, function_error: BaseException | None) -> RunResult:
         """Wait for every invocation to end and decide the run's outcome."""
-        mode = self.pipeline.execution_mode
+        interrupted = isinstance(function_error, KeyboardInterrupt)
+        # An interrupt (Ctrl-C) asks to stop everything, whatever the execution mode.
+        mode = "fail_fast" if interrupted else self.pipeline.execution_mode
         if function_error is not None and mode != "continue_on_failure":
             with self._lock:
                 self._stopping = True
@@ -594,6 +598,8 @@ class DynamicScope:
                 self._idle.wait()
             states = dict(self._states)
 
+        if interrupted:
+            return RunResult("cancelled", None, function_error)
         if function_error is not None:
             raised = next((s for s in states.values() if s.error is function_error), None)
             if raised is None:

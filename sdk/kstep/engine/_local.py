@@ -212,8 +212,9 @@ class LocalEngine:
         from kstep.client import Client
 
         message = describe_failure(result)
-        if result.status == "failed" and message is None and result.error is not None:
-            message = f"{type(result.error).__name__}: {result.error}"
+        if message is None and result.error is not None:
+            error = result.error
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         self.stores.metadata.update_run(
             run_id,
             status=result.status,
