@@ -149,8 +149,6 @@ class LocalEngine:
         Returns the run's step runs once none is left running.
         """
         metadata = self.stores.metadata
-        pid = (run.owner or {}).get("pid")
-        reason = f"the process that ran it (pid {pid}) exited before the run finished"
         while True:
             step_runs = metadata.step_runs_of(run.id)
             waiting = False
@@ -160,6 +158,8 @@ class LocalEngine:
                 # An owner of unknown liveness (another host) is neither waited for nor failed.
                 alive = owner_is_alive(step_run.owner)
                 if alive is False:
+                    pid = (step_run.owner or {}).get("pid")
+                    reason = f"the process that ran it (pid {pid}) exited before the run finished"
                     metadata.update_step_run(
                         step_run.id, status="failed", finished_at=utcnow(), error_message=reason
                     )
