@@ -41,9 +41,15 @@ TOTAL = sum(i * i + 1 for i in range(N))
 
 @pytest.fixture
 def process_log(tmp_path: Path) -> Iterator[IO[bytes]]:
-    """Where the pipeline processes write their output, shown when a test fails."""
+    """Where the pipeline processes write their output (see `output_of`)."""
     with open(tmp_path / "processes.log", "ab") as log:
         yield log
+
+
+def output_of(log: IO[bytes]) -> str:
+    """The end of what the pipeline processes wrote, for a failure's message."""
+    log.flush()
+    return Path(log.name).read_text(errors="replace")[-4000:]
 
 
 def start(arguments: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -133,14 +139,15 @@ def test_resume_after_sigkill_executes_no_completed_invocation_twice(
         arguments = ["start", "killable"] if run is None else ["resume", run.id]
         process = start(arguments, process_log)
         try:
-            assert process.wait(timeout=120) == 0, f"seed {seed}: the last resume failed"
+            code = process.wait(timeout=120)
+            assert code == 0, f"seed {seed}: the last process failed:\n{output_of(process_log)}"
         finally:
             process.kill()
             process.wait()
 
     run = the_run(client, "killable")
     assert run is not None
-    assert run.status == "completed", f"seed {seed}"
+    assert run.status == "completed", f"seed {seed}:\n{output_of(process_log)}"
     assert run.steps["slow_total"].outputs["output"].load() == TOTAL
     interrupted = assert_no_completed_work_ran_again(client, run, side_channel, INVOCATIONS)
     # In the same order, each piece of work is one invocation id, and each executed.
