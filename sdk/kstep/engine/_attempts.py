@@ -319,8 +319,6 @@ class AttemptLauncher:
         )
         handle = RunningAttempt()
         if prepared.runtime == "isolated":
-            # The thread waits for a free slot, not the caller: `.submit()` returns at once
-            # even when every isolated slot is taken.
             threading.Thread(
                 target=self._run_isolated,
                 args=(request, handle, on_done),
@@ -342,16 +340,17 @@ class AttemptLauncher:
         on_done(outcome)
 
     def _run_isolated(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
-        self.engine.isolated_slots.acquire()
-        try:
-            if handle.begin():
-                outcome = self._spawn(request, handle)
-            else:
-                outcome = self._record_withdrawn(request, handle)
-        except BaseException as error:
-            outcome = self._record_lost(request, f"starting the step process failed: {error!r}")
-        finally:
-            self.engine.isolated_slots.release()
+        # The wait for a free slot happens on this thread, not the scheduler's, so that the
+        # scheduler keeps starting inline steps and handling failures meanwhile.
+        with self.engine.isolated_slots:
+            try:
+                if not handle.begin():
+                    outcome = self._record_withdrawn(request, handle)
+                else:
+                    outcome = self._spawn(request, handle)
+            except BaseException as error:
+                message = f"starting the step process failed: {error!r}"
+                outcome = self._record_lost(request, message)
         on_done(outcome)
 
     def _spawn(self, request: StepRequest, handle: RunningAttempt) -> StepOutcome:
