@@ -26,6 +26,8 @@ R = TypeVar("R")
 Runtime = Literal["inline", "isolated"]
 RUNTIMES: tuple[str, ...] = ("inline", "isolated")
 RESERVED_KEYWORDS = ("id", "after")
+# Package under which script files (`path/to/file.py:name` references) are imported.
+SCRIPT_PACKAGE = "__kstep_script__"
 _OPTION_NAMES = (
     "name",
     "enable_cache",
@@ -152,8 +154,10 @@ def function_reference(fn: Callable[..., Any], what: str) -> str:
             "another process must be defined at module level"
         )
     module = fn.__module__
-    if module == "__main__":
-        path = getattr(sys.modules["__main__"], "__file__", None)
+    # Neither a script run as `__main__` nor a script file imported by path can be imported
+    # by module name in another process; its file path can.
+    if module == "__main__" or module.startswith(f"{SCRIPT_PACKAGE}."):
+        path = getattr(sys.modules.get(module), "__file__", None)
         if path is None:
             raise StepDefinitionError(
                 f"{what} is defined in an interactive session; a step that runs in another "
