@@ -375,3 +375,31 @@ def test_engine_run_is_visible_to_a_new_client(client: Client) -> None:
     assert (fetched.id, fetched.status) == (run.id, "completed")
     assert fetched.finished_at == run.finished_at
     assert fetched.finished_at - fetched.started_at < datetime.timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("mode", ["stop_on_failure", "fail_fast"])
+def test_engine_stopping_abandons_a_retry_still_waiting_for_its_delay(mode: str) -> None:
+    @step(retry=Retry(max_retries=1, delay=5.0), enable_cache=False)
+    def patient() -> int:
+        raise TimeoutError("service busy")
+
+    @step(enable_cache=False)
+    def late_failure() -> int:
+        time.sleep(0.2)
+        raise ValueError("bad data")
+
+    @pipeline(execution_mode=mode)
+    def stopping() -> None:
+        patient()
+        late_failure()
+
+    started = time.monotonic()
+    with pytest.raises(RunFailed) as caught:
+        stopping()
+
+    assert time.monotonic() - started < 4
+    run = caught.value.run
+    assert run.failed_step == "late_failure"
+    attempts = run.steps["patient"].attempts
+    assert [(a.attempt, a.status) for a in attempts] == [(1, "failed")]
+    assert attempts[0].error_message == "service busy"
