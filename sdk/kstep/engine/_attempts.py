@@ -192,6 +192,7 @@ class AttemptLauncher:
         prepared.step_run_ids.append(step_run_id)
         now = utcnow()
         logs_uri = self.stores.artifacts.log_uri(self.run.id, step_run_id)
+        # Pending until a thread or an isolated slot is free; `_begin` marks it running.
         self.stores.metadata.start_step_run(
             StepRunRecord(
                 id=step_run_id,
@@ -199,7 +200,7 @@ class AttemptLauncher:
                 invocation_id=prepared.invocation_id,
                 step_name=prepared.step.name,
                 attempt=attempt,
-                status="running",
+                status="pending",
                 runtime=prepared.runtime,
                 parameters=prepared.parameters,
                 upstream=prepared.upstream,
@@ -208,7 +209,6 @@ class AttemptLauncher:
                 logs_uri=logs_uri,
                 owner=current_owner(),
                 created_at=now,
-                started_at=now,
                 updated_at=now,
             ),
             prepared.edges,
@@ -226,7 +226,6 @@ class AttemptLauncher:
         )
         handle = RunningAttempt()
         if prepared.runtime == "isolated":
-            self.engine.isolated_slots.acquire()
             threading.Thread(
                 target=self._run_isolated,
                 args=(request, handle, on_done),
@@ -237,20 +236,32 @@ class AttemptLauncher:
             self.engine.inline_pool.submit(self._run_inline, request, on_done)
         return handle
 
+    def _begin(self, request: StepRequest) -> None:
+        self.stores.metadata.update_step_run(
+            request.step_run_id, status="running", started_at=utcnow()
+        )
+
     def _run_inline(self, request: StepRequest, on_done: OnDone) -> None:
         try:
+            self._begin(request)
             outcome = execute_step(request, self.stores, self.settings)
         except BaseException as error:
             outcome = self._record_lost(request, f"the step-runner failed: {error!r}", error)
         on_done(outcome)
 
     def _run_isolated(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
-        try:
-            outcome = self._spawn(request, handle)
-        except BaseException as error:
-            outcome = self._record_lost(request, f"starting the step process failed: {error!r}")
-        finally:
-            self.engine.isolated_slots.release()
+        # The wait for a free slot happens on this thread, not the scheduler's, so that the
+        # scheduler keeps starting inline steps and handling failures meanwhile.
+        with self.engine.isolated_slots:
+            try:
+                if handle.cancelled:
+                    outcome = self._collect(request, 0, cancelled=True)
+                else:
+                    self._begin(request)
+                    outcome = self._spawn(request, handle)
+            except BaseException as error:
+                message = f"starting the step process failed: {error!r}"
+                outcome = self._record_lost(request, message)
         on_done(outcome)
 
     def _spawn(self, request: StepRequest, handle: RunningAttempt) -> StepOutcome:
