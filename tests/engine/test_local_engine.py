@@ -403,3 +403,24 @@ def test_engine_stopping_abandons_a_retry_still_waiting_for_its_delay(mode: str)
     attempts = run.steps["patient"].attempts
     assert [(a.attempt, a.status) for a in attempts] == [(1, "failed")]
     assert attempts[0].error_message == "service busy"
+
+
+def test_engine_runs_inline_steps_while_isolated_steps_wait_for_a_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KSTEP_ISOLATED_WORKERS", "1")
+
+    @pipeline
+    def queued(directory: str) -> None:
+        steps_isolated.sleep_long(0.5, directory)
+        steps_isolated.sleep_long(0.5, directory)
+        produce()
+
+    run = queued(str(tmp_path))
+
+    first, second, inline = (run.steps[key] for key in ("sleep_long", "sleep_long_2", "produce"))
+    assert inline.finished_at < first.finished_at
+    # One slot: the second isolated step starts only after the first one ended, and its
+    # recorded start is when its process started, not when it began to wait.
+    assert second.started_at >= first.finished_at
+    assert second.duration < 5
