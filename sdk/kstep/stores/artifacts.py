@@ -320,6 +320,7 @@ class S3ArtifactStore(ArtifactStore):
             config=Config(retries={"max_attempts": 5, "mode": "standard"}),
         )
         self.cache_dir = cache_dir or tempfile.mkdtemp(prefix="kstep-s3-cache-")
+        os.makedirs(self.cache_dir, exist_ok=True)
         self.log_flush_seconds = log_flush_seconds
 
     def key(self, *parts: str) -> str:
