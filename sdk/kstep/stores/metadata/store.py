@@ -128,20 +128,24 @@ class MetadataStore:
             connection.execute(
                 insert(runs_t), {**dataclasses.asdict(run), "pipeline_id": pipeline_id}
             )
+        # Remembered only once committed: other threads must never refer to a row that a
+        # transaction still open (or later rolled back) created.
+        self._pipeline_ids[run.pipeline_name] = pipeline_id
 
     def _pipeline_id(self, connection: Connection, name: str) -> str:
         cached = self._pipeline_ids.get(name)
         if cached is not None:
             return cached
+        # Insert-or-ignore, then read: another process may create the row at the same time.
+        self._insert_ignore(
+            connection,
+            pipelines_t,
+            {"id": new_id(), "name": name, "created_at": utcnow()},
+            ["name"],
+        )
         found = connection.execute(
             select(pipelines_t.c.id).where(pipelines_t.c.name == name)
-        ).scalar()
-        if found is None:
-            found = new_id()
-            connection.execute(
-                insert(pipelines_t), {"id": found, "name": name, "created_at": utcnow()}
-            )
-        self._pipeline_ids[name] = found
+        ).scalar_one()
         return str(found)
 
     def update_run(self, run_id: str, **values: Any) -> None:
