@@ -21,7 +21,7 @@ from kstep.engine._owner import current_owner, owner_is_alive
 from kstep.engine._static import RunResult, StaticScheduler, describe_failure
 from kstep.runner import RunInfo
 from kstep.stores import Stores
-from kstep.stores.metadata import RunRecord, utcnow
+from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep.stores.metadata.store import new_id
 
 if TYPE_CHECKING:
@@ -151,11 +151,17 @@ class LocalEngine:
             now = utcnow()
             pid = (run.owner or {}).get("pid")
             reason = f"the process that ran it (pid {pid}) exited before the run finished"
+            latest: dict[str, StepRunRecord] = {}
             for step_run in metadata.step_runs_of(run.id):
+                latest[step_run.invocation_id] = step_run
                 if step_run.status in ("running", "pending") and not owner_is_alive(step_run.owner):
                     metadata.update_step_run(
                         step_run.id, status="failed", finished_at=now, error_message=reason
                     )
+            for step_run in latest.values():
+                if step_run.status == "retrying":
+                    # The process that would have started its next attempt is gone.
+                    metadata.update_step_run(step_run.id, status="failed")
             metadata.update_run(run.id, status="failed", finished_at=now, message=reason)
             logger.warning("Run %s was orphaned: %s; it is marked failed.", run.name, reason)
             failed.append(run.id)
