@@ -91,18 +91,31 @@ def test_engine_runs_isolated_steps_concurrently_in_their_own_processes(tmp_path
     assert {step_run.runtime for step_run in run.steps.values()} == {"isolated"}
 
 
-def test_engine_passes_outputs_between_inline_and_isolated_steps() -> None:
+def test_engine_runs_an_isolated_step_with_artifact_inputs_context_and_metadata() -> None:
     @pipeline
     def mixed() -> None:
-        context = steps_isolated.describe_context(produce(41))
+        context = steps_isolated.describe_context(produce(7))
         increment(produce(1, id="first"), after=context)
 
     run = mixed()
 
-    context = run.steps["describe_context"].outputs["output"].load()
-    assert context["value"] == 41
+    step_run = run.steps["describe_context"]
+    context = step_run.outputs["output"].load()
+    assert context == {
+        "run_id": run.id,
+        "run_name": run.name,
+        "step_run_id": step_run.id,
+        "invocation_id": "describe_context",
+        "pipeline_name": "mixed",
+        "attempt": 1,
+        "pid": context["pid"],
+        "value": 7,
+    }
     assert context["pid"] != os.getpid()
+    assert step_run.metadata == {"pid": context["pid"], "value": 7}
+    assert step_run.inputs == {"value": run.steps["produce"].outputs["output"]}
     assert run.steps["increment"].upstream == ["first", "describe_context"]
+    assert run.steps["increment"].started_at >= step_run.finished_at
 
 
 def test_engine_continue_on_failure_runs_other_branches_and_skips_dependants() -> None:
@@ -342,28 +355,6 @@ def test_engine_records_a_step_context_for_each_step_run() -> None:
     assert context.step_run_id == run.steps["probe"].id
 
 
-def test_engine_records_the_step_context_and_metadata_of_an_isolated_step() -> None:
-    @pipeline
-    def isolated_context() -> None:
-        steps_isolated.describe_context(7)
-
-    run = isolated_context()
-
-    step_run = run.steps["describe_context"]
-    context = step_run.outputs["output"].load()
-    assert context == {
-        "run_id": run.id,
-        "run_name": run.name,
-        "step_run_id": step_run.id,
-        "invocation_id": "describe_context",
-        "pipeline_name": "isolated_context",
-        "attempt": 1,
-        "pid": context["pid"],
-        "value": 7,
-    }
-    assert step_run.metadata == {"pid": context["pid"], "value": 7}
-
-
 def test_engine_run_is_visible_to_a_new_client(client: Client) -> None:
     @pipeline
     def simple() -> None:
@@ -412,8 +403,8 @@ def test_engine_runs_inline_steps_while_isolated_steps_wait_for_a_slot(
 
     @pipeline
     def queued(directory: str) -> None:
-        steps_isolated.sleep_long(0.5, directory)
-        steps_isolated.sleep_long(0.5, directory)
+        steps_isolated.sleep_long(0.1, directory)
+        steps_isolated.sleep_long(0.1, directory)
         produce()
 
     run = queued(str(tmp_path))

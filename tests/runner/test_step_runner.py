@@ -17,6 +17,7 @@ from kstep import Materializer, get_step_context, log_metadata, step
 from kstep._compile import ArtifactRef, InputList, Param
 from kstep._settings import Settings
 from kstep.runner import StepRequest, execute_step, load_artifact
+from kstep.runner.__main__ import main as runner_main
 from kstep.runner._isolated import request_to_json
 from kstep.stores import Stores
 
@@ -206,14 +207,18 @@ def test_step_runner_entry_point_exits_with_the_outcome(
     assert step_run.owner is not None and step_run.owner["pid"] != os.getpid()
 
 
-def test_step_runner_entry_point_rejects_a_malformed_request(tmp_path: Path) -> None:
+def test_step_runner_entry_point_rejects_a_malformed_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     request_file = tmp_path / "request.json"
     request_file.write_text("{not json")
 
-    result = run_runner(str(request_file))
+    code = runner_main(["--request", str(request_file)])
 
-    assert result.returncode == 2
-    assert result.stderr.startswith("kstep-runner: Expecting property name enclosed in double")
+    assert code == 2
+    assert capsys.readouterr().err.startswith(
+        "kstep-runner: Expecting property name enclosed in double quotes"
+    )
 
 
 def test_step_runner_entry_point_records_a_step_it_cannot_import(
@@ -225,9 +230,9 @@ def test_step_runner_entry_point_records_a_step_it_cannot_import(
     request_file = tmp_path / "request.json"
     request_file.write_text(json.dumps(data))
 
-    result = run_runner(str(request_file))
+    code = runner_main(["--request", str(request_file)])
 
-    assert result.returncode == 2
+    assert code == 2
     step_run = stores.metadata.get_step_run(request.step_run_id)
     assert step_run.status == "failed"
     assert step_run.error_message == (
