@@ -17,13 +17,27 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn kstep's own errors into one-line messages (exit code 1) instead of tracebacks."""
+    """Turn kstep's own errors into one-line messages (exit code 1) instead of tracebacks.
+
+    Invalid `KSTEP_*` settings are reported the same way, naming the variable.
+    """
+    from pydantic import ValidationError
+
     from kstep._errors import KstepError
 
     try:
         yield
     except KstepError as error:
         raise click.ClickException(str(error)) from None
+    except ValidationError as error:
+        if error.title != "Settings":
+            raise
+        problems = "; ".join(
+            f"KSTEP_{'_'.join(str(part) for part in problem['loc']).upper()}="
+            f"{problem.get('input')!r} is invalid: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise click.ClickException(problems) from None
 
 
 def open_client() -> Client:
