@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engine import steps_isolated
-from kstep import Client, Retry, RunFailed, pipeline, step
+from kstep import Client, Retry, RunFailed, get_step_context, pipeline, step
 
 
 @step(enable_cache=False)
@@ -401,17 +401,66 @@ def test_engine_runs_inline_steps_while_isolated_steps_wait_for_a_slot(
 ) -> None:
     monkeypatch.setenv("KSTEP_ISOLATED_WORKERS", "1")
 
+    @step(enable_cache=False)
+    def observe(directory: str) -> dict[str, str]:
+        # Runs while the first isolated step holds the only slot.
+        steps_isolated.wait_for_file(Path(directory) / "sleeping")
+        client = Client()
+        steps = client.get_run(get_step_context().run_id).steps
+        statuses = {key: str(steps[key].status) for key in ("sleep_long", "sleep_long_2")}
+        client.stores.metadata.close()
+        return statuses
+
     @pipeline
     def queued(directory: str) -> None:
-        steps_isolated.sleep_long(0.1, directory)
-        steps_isolated.sleep_long(0.1, directory)
-        produce()
+        steps_isolated.sleep_long(0.3, directory)
+        steps_isolated.sleep_long(0.3, directory)
+        observe(directory)
 
     run = queued(str(tmp_path))
 
-    first, second, inline = (run.steps[key] for key in ("sleep_long", "sleep_long_2", "produce"))
+    inline = run.steps["observe"]
+    observed = inline.outputs["output"].load()
+    assert sorted(observed.values()) == ["pending", "running"]
+    first, second = sorted(
+        (run.steps[key] for key in observed), key=lambda s: observed[s.invocation_id] != "running"
+    )
     assert inline.finished_at < first.finished_at
     # One slot: the second isolated step starts only after the first one ended, and its
     # recorded start is when its process started, not when it began to wait.
     assert second.started_at >= first.finished_at
-    assert second.duration < 5
+
+
+def test_engine_compiles_a_static_pipeline_once_per_run() -> None:
+    calls: list[int] = []
+
+    @pipeline
+    def counted(value: int) -> None:
+        calls.append(value)
+        increment(produce(value))
+
+    counted(3)
+
+    assert calls == [3]
+
+
+def test_engine_shows_the_run_and_step_running_while_the_step_runs() -> None:
+    @step(enable_cache=False)
+    def look() -> dict[str, str]:
+        context = get_step_context()
+        client = Client()
+        seen = {
+            "run": str(client.get_run(context.run_id).status),
+            "step": str(client.get_step_run(context.step_run_id).status),
+        }
+        client.stores.metadata.close()
+        return seen
+
+    @pipeline
+    def watched() -> None:
+        look()
+
+    run = watched()
+
+    assert run.steps["look"].outputs["output"].load() == {"run": "running", "step": "running"}
+    assert run.status == "completed"

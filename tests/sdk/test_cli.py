@@ -422,3 +422,16 @@ def run_name_from(output: str) -> str:
     found = re.search(r"^Run (\S+) of pipeline", output, re.MULTILINE)
     assert found, output
     return found.group(1)
+
+
+def test_cli_reports_an_invalid_setting_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KSTEP_INLINE_WORKERS", "0")
+
+    result = kstep("runs", "list")
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: KSTEP_INLINE_WORKERS='0' is invalid: Input should be greater than or equal to 1\n"
+    )

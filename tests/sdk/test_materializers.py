@@ -289,3 +289,18 @@ def test_materializer_splits_json_sequences_into_items(tmp_path: Path) -> None:
     assert JsonMaterializer.splittable()
     assert materializer.item_count() == 3
     assert [materializer.load_item(i) for i in range(3)] == [[1, 2], "b", {"c": 3}]
+
+
+@step(output_materializers=CountOnly, enable_cache=False)
+def two_lists() -> tuple[Annotated[list[int], "left"], Annotated[list[int], "right"]]:
+    return [1], [1, 2]
+
+
+def test_materializer_given_once_applies_to_every_output() -> None:
+    @pipeline
+    def counted_twice() -> None:
+        two_lists()
+
+    outputs = counted_twice().steps["two_lists"].outputs
+
+    assert {name: version.load() for name, version in outputs.items()} == {"left": 1, "right": 2}
