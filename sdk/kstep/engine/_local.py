@@ -7,6 +7,7 @@ settings name (by default SQLite and a directory under `~/.kstep`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import secrets
@@ -91,7 +92,11 @@ class LocalEngine:
         try:
             result = StaticScheduler(launcher, compiled, info).execute()
         except BaseException as error:
-            self.finish_run(record.id, RunResult("failed", error=error), pipeline)
+            # Interrupted (Ctrl-C) or broken: record how the run ended, then let the original
+            # exception through rather than the RunFailed that recording it raises.
+            status = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
+            with contextlib.suppress(RunFailed):
+                self.finish_run(record.id, RunResult(status, error=error), pipeline)
             raise
         return self.finish_run(record.id, result, pipeline)
 
@@ -121,8 +126,9 @@ class LocalEngine:
         from kstep.client import Client
 
         message = describe_failure(result)
-        if result.status == "failed" and message is None and result.error is not None:
-            message = f"{type(result.error).__name__}: {result.error}"
+        if message is None and result.error is not None:
+            error = result.error
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         self.stores.metadata.update_run(
             run_id,
             status=result.status,
