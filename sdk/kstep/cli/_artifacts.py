@@ -63,10 +63,11 @@ def show_artifact(reference: str, upstream: bool, downstream: bool, as_json: boo
     client = open_client()
     with user_errors():
         version = find_artifact_version(client, reference)
-        directions = [
-            d for d, wanted in (("upstream", upstream), ("downstream", downstream)) if wanted
-        ]
-        lineage = {d: client.lineage(version, direction=d) for d in directions}
+        lineage: dict[str, list[LineageEdge]] = {}
+        if upstream:
+            lineage["upstream"] = client.lineage(version, direction="upstream")
+        if downstream:
+            lineage["downstream"] = client.lineage(version, direction="downstream")
         if as_json:
             echo_json(
                 {
