@@ -69,6 +69,7 @@ class Step(Generic[P, R]):
         self.outputs: tuple[OutputSpec, ...] = read_outputs(fn, config.name)
         _check_signature(self.signature, config.name)
         _check_materializers(config, self.outputs)
+        _check_importable(fn, config)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     @property
@@ -148,7 +149,12 @@ class Step(Generic[P, R]):
 def function_reference(fn: Callable[..., Any], what: str) -> str:
     """Return a reference from which another process can import `fn` again."""
     qualname = fn.__qualname__
-    if "<locals>" in qualname or "<lambda>" in qualname:
+    if "<lambda>" in qualname:
+        raise StepDefinitionError(
+            f"{what} is a lambda; a step that runs in another process needs a function "
+            "defined with def at module level"
+        )
+    if "<locals>" in qualname:
         raise StepDefinitionError(
             f"{what} is defined inside a function ({qualname!r}); a step that runs in "
             "another process must be defined at module level"
@@ -194,6 +200,18 @@ def _check_signature(signature: inspect.Signature, step_name: str) -> None:
                 f"step {step_name!r} has a parameter named {parameter.name!r}, which is "
                 f"reserved for step calls ({', '.join(RESERVED_KEYWORDS)}); rename it"
             )
+
+
+def _check_importable(fn: Callable[..., Any], config: StepConfig) -> None:
+    # An isolated step runs in a process that imports it and its hooks again: refuse now
+    # what that process could not import, rather than once the run reaches the step.
+    if config.runtime != "isolated":
+        return
+    function_reference(fn, f"step {config.name!r}")
+    for hook_name in ("on_failure", "on_success"):
+        hook = getattr(config, hook_name)
+        if hook is not None:
+            function_reference(hook, f"the {hook_name} hook of step {config.name!r}")
 
 
 def _check_materializers(config: StepConfig, outputs: tuple[OutputSpec, ...]) -> None:
