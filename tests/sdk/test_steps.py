@@ -81,26 +81,30 @@ def test_step_name_defaults_to_the_function_name() -> None:
     assert repr(other) == "<step 'cleaner'>"
 
 
-def test_step_keeps_its_options() -> None:
-    def hook() -> None:
-        pass
+def notify(error: BaseException | None = None) -> None:
+    """A hook; isolated steps need hooks another process can import."""
 
-    @step(
+
+def train_model() -> int:
+    return 1
+
+
+def test_step_keeps_its_options() -> None:
+    train = step(
         enable_cache=False,
         retry=Retry(max_retries=2, delay=0.5, backoff=2.0),
         runtime="isolated",
-        on_failure=hook,
-        on_success=hook,
+        on_failure=notify,
+        on_success=notify,
         cache_expires_after=datetime.timedelta(minutes=2),
-    )
-    def train() -> int:
-        return 1
+    )(train_model)
 
     config = train.config
+    assert config.name == "train_model"
     assert config.enable_cache is False
     assert config.retry == Retry(max_retries=2, delay=0.5, backoff=2.0)
     assert config.runtime == "isolated"
-    assert config.on_failure is hook and config.on_success is hook
+    assert config.on_failure is notify and config.on_success is notify
     assert config.cache_expires_after == 120.0
 
 
@@ -125,16 +129,12 @@ def test_step_keeps_the_wrapped_function_metadata() -> None:
 
 
 def test_step_with_options_returns_a_changed_copy() -> None:
-    @step
-    def train() -> int:
-        return 1
-
-    isolated = train.with_options(runtime="isolated", retry=Retry(max_retries=1))
+    isolated = module_level_step.with_options(runtime="isolated", retry=Retry(max_retries=1))
 
     assert isolated.config.runtime == "isolated"
     assert isolated.config.retry.max_retries == 1
-    assert train.config.runtime is None
-    assert isolated.fn is train.fn
+    assert module_level_step.config.runtime is None
+    assert isolated.fn is module_level_step.fn
 
 
 def test_step_with_options_rejects_unknown_options() -> None:
@@ -309,3 +309,41 @@ def test_retry_wait_starts_at_delay_and_grows_by_backoff() -> None:
     retry = Retry(max_retries=3, delay=0.5, backoff=3.0)
 
     assert [retry.wait_before(attempt) for attempt in (1, 2, 3, 4)] == [0.0, 0.5, 1.5, 4.5]
+
+
+def test_step_isolated_must_be_importable_by_another_process() -> None:
+    def train() -> int:
+        return 1
+
+    with pytest.raises(StepDefinitionError) as caught:
+        step(runtime="isolated")(train)
+
+    assert str(caught.value) == (
+        "step 'train' is defined inside a function "
+        "('test_step_isolated_must_be_importable_by_another_process.<locals>.train'); a step "
+        "that runs in another process must be defined at module level"
+    )
+
+
+def test_step_isolated_hooks_must_be_importable_by_another_process() -> None:
+    with pytest.raises(StepDefinitionError) as caught:
+        step(runtime="isolated", on_failure=lambda error: None)(module_level_step.fn)
+
+    assert str(caught.value) == (
+        "the on_failure hook of step 'module_level_step' is a lambda; a step that runs in "
+        "another process needs a function defined with def at module level"
+    )
+
+
+def test_step_made_isolated_by_with_options_is_checked_too() -> None:
+    @step
+    def local() -> int:
+        return 1
+
+    with pytest.raises(StepDefinitionError, match="step 'local' is defined inside a function"):
+        local.with_options(runtime="isolated")
+
+
+@step
+def module_level_step() -> int:
+    return 1
