@@ -7,7 +7,6 @@ found it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,34 +22,19 @@ from kstep.client import Client
 from kstep.engine import LocalEngine
 from kstep.materializers import _base
 
-
-def _testbed_installed() -> bool:
-    try:
-        return importlib.util.find_spec("testbed.plugin") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-# The test bed (a real Postgres server and a real S3-compatible server) is a plugin of its own;
-# without it, the tests that need those servers are skipped.
-TESTBED = _testbed_installed()
-pytest_plugins = ["testbed.plugin"] if TESTBED else []
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if TESTBED:
-        return
-    skip = pytest.mark.skip(reason="needs the test bed plugin (testbed.plugin) for its servers")
-    for item in items:
-        if item.get_closest_marker("postgres") or item.get_closest_marker("s3"):
-            item.add_marker(skip)
+# The test bed's fixtures (control plane, kubelet stand-in, Postgres, S3): tests/testbed/plugin.py
+pytest_plugins = ["testbed.plugin"]
 
 
 @pytest.fixture(autouse=True)
 def kstep_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh KSTEP_HOME and default engine for the test; other KSTEP_* settings unset."""
-    for name in [name for name in os.environ if name.startswith("KSTEP_")]:
-        monkeypatch.delenv(name)
+    """A fresh KSTEP_HOME and default engine for the test; other KSTEP_* settings unset.
+
+    The test bed's own variables (KSTEP_TEST_*) stay.
+    """
+    for name in list(os.environ):
+        if name.startswith("KSTEP_") and not name.startswith("KSTEP_TEST_"):
+            monkeypatch.delenv(name)
     home = tmp_path / "kstep-home"
     monkeypatch.setenv("KSTEP_HOME", str(home))
     LocalEngine.reset_default()

@@ -42,6 +42,7 @@ from kstep._errors import (
     StepFailed,
     UpstreamFailed,
 )
+from kstep._futures import MapResultsFuture, OutputArtifact, StepFuture, unmapped
 from kstep._pipelines import Pipeline, pipeline
 from kstep._retry import Retry
 from kstep._status import Status
@@ -58,9 +59,11 @@ __all__ = [
     "ArtifactVersion",
     "Client",
     "KstepError",
+    "MapResultsFuture",
     "Materializer",
     "MaterializerError",
     "NotFoundError",
+    "OutputArtifact",
     "OutputError",
     "ParameterError",
     "Pipeline",
@@ -74,12 +77,14 @@ __all__ = [
     "StepContext",
     "StepDefinitionError",
     "StepFailed",
+    "StepFuture",
     "StepRun",
     "UpstreamFailed",
     "get_step_context",
     "log_metadata",
     "pipeline",
     "step",
+    "unmapped",
 ]
 
 _LAZY = {

@@ -50,7 +50,7 @@ class Pipeline:
         self.execution_mode: ExecutionMode = execution_mode or (
             "stop_on_failure" if dynamic else "continue_on_failure"
         )
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def _check_options(self, execution_mode: str | None) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -121,6 +121,15 @@ class Pipeline:
                 f"pipeline {self.name!r} calls no steps; a pipeline needs at least one step"
             )
         return compiled
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: only steps can be submitted."""
+        raise PipelineDefinitionError(
+            f"{self!r} is a pipeline; only steps can be called with .submit(), .map() or "
+            ".product() inside a dynamic pipeline"
+        )
+
+    map = product = submit
 
     @functools.cached_property
     def reference(self) -> str:

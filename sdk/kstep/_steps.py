@@ -37,6 +37,8 @@ _OPTION_NAMES = (
     "on_success",
     "output_materializers",
     "cache_expires_after",
+    "timeout",
+    "pod",
 )
 
 
@@ -52,6 +54,8 @@ class StepConfig:
     on_success: Callable[..., Any] | None = None
     output_materializers: Mapping[str, type[Materializer]] = field(default_factory=dict)
     cache_expires_after: float | None = None
+    timeout: float | None = None
+    pod: Mapping[str, Any] | None = None
 
 
 class Step(Generic[P, R]):
@@ -70,7 +74,7 @@ class Step(Generic[P, R]):
         _check_signature(self.signature, config.name)
         _check_materializers(config, self.outputs)
         _check_importable(fn, config)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     @property
     def name(self) -> str:
@@ -248,8 +252,10 @@ def _make_config(
     on_success: Callable[..., Any] | None = None,
     output_materializers: Any = None,
     cache_expires_after: float | datetime.timedelta | None = None,
+    timeout: float | datetime.timedelta | None = None,
+    pod: Mapping[str, Any] | None = None,
 ) -> StepConfig:
-    step_name = name or getattr(fn, "__name__", "")
+    step_name = str(name or getattr(fn, "__name__", ""))
     if not NAME_PATTERN.match(step_name):
         raise StepDefinitionError(
             f"step name {step_name!r} is invalid; step names may use {NAME_RULE}"
@@ -280,8 +286,34 @@ def _make_config(
         on_failure=on_failure,
         on_success=on_success,
         output_materializers=_materializer_map(step_name, fn, output_materializers),
-        cache_expires_after=_seconds(step_name, cache_expires_after),
+        cache_expires_after=_seconds(step_name, "cache_expires_after", cache_expires_after),
+        timeout=_seconds(step_name, "timeout", timeout),
+        pod=_pod_options(step_name, pod),
     )
+
+
+def _pod_options(step_name: str, pod: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if pod is None:
+        return None
+    if not isinstance(pod, Mapping):
+        raise StepDefinitionError(
+            f"step {step_name!r}: pod={describe(pod)} is invalid; expected a mapping with "
+            "resources, nodeSelector, tolerations or serviceAccountName"
+        )
+    from pydantic import ValidationError
+
+    from kstep.cluster.specs import PodSpecOverrides
+
+    try:
+        checked = PodSpecOverrides.model_validate(dict(pod))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise StepDefinitionError(
+            f"step {step_name!r}: pod options are invalid: {problems}"
+        ) from None
+    return checked.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
 
 
 def _materializer_map(step_name: str, fn: Callable[..., Any], value: Any) -> dict[str, Any]:
@@ -293,15 +325,15 @@ def _materializer_map(step_name: str, fn: Callable[..., Any], value: Any) -> dic
     return {spec.name: value for spec in read_outputs(fn, step_name)}
 
 
-def _seconds(step_name: str, value: float | datetime.timedelta | None) -> float | None:
+def _seconds(step_name: str, option: str, value: float | datetime.timedelta | None) -> float | None:
     if value is None:
         return None
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise StepDefinitionError(
-            f"step {step_name!r}: cache_expires_after={value!r} is invalid; expected seconds "
-            "> 0 or a datetime.timedelta"
+            f"step {step_name!r}: {option}={value!r} is invalid; expected seconds > 0 or a "
+            "datetime.timedelta"
         )
     return float(value)
 
@@ -321,6 +353,8 @@ def step(
     on_success: Callable[..., Any] | None = None,
     output_materializers: Any = None,
     cache_expires_after: float | datetime.timedelta | None = None,
+    timeout: float | datetime.timedelta | None = None,
+    pod: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
 
@@ -333,7 +367,10 @@ def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
             thread of the orchestration environment; `"isolated"`: its own process or pod),
             `on_failure` (called with the exception after the last attempt failed),
             `on_success`, `output_materializers` (a Materializer subclass, or a mapping from
-            output name to one), `cache_expires_after` (seconds or a timedelta).
+            output name to one), `cache_expires_after` (seconds or a timedelta), `timeout`
+            (seconds an isolated step may run on a cluster before its Job is stopped), and
+            `pod` (for isolated steps on a cluster: `resources`, `nodeSelector`,
+            `tolerations`, `serviceAccountName`, as in a Kubernetes pod spec).
 
     Example:
         >>> from typing import Annotated

@@ -37,11 +37,15 @@ class Client:
     """
 
     def __init__(self, settings: Settings | None = None, *, stores: Stores | None = None) -> None:
-        if stores is None:
+        if settings is None:
             from kstep._settings import Settings
+
+            settings = Settings()
+        if stores is None:
             from kstep.stores import Stores
 
-            stores = Stores.open(settings or Settings())
+            stores = Stores.open(settings)
+        self.settings = settings
         self.stores = stores
 
     # -------------------------------------------------------------- runs
@@ -63,6 +67,21 @@ class Client:
     def get_step_run(self, step_run_id: str) -> StepRun:
         """A step run (one attempt) by id."""
         return StepRun(self, self.stores.metadata.get_step_run(step_run_id))
+
+    def resume_run(self, run: Run | str) -> Run:
+        """Run an unfinished or failed run again on the local engine, reusing finished work.
+
+        Every invocation that already completed (matched by invocation id and inputs) is
+        reused, never executed again. Returns the run once it ends; raises `RunFailed` if it
+        fails again.
+        """
+        from kstep.engine import LocalEngine
+
+        engine = LocalEngine(self.settings, stores=self.stores)
+        try:
+            return engine.resume(run.id if isinstance(run, Run) else run)
+        finally:
+            engine.inline_pool.shutdown(wait=True)
 
     # -------------------------------------------------------------- artifacts
 

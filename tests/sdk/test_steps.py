@@ -148,7 +148,7 @@ def test_step_with_options_rejects_unknown_options() -> None:
     assert str(caught.value) == (
         "step 'train': with_options() got unknown option(s) ['runtim']; accepted: name, "
         "enable_cache, retry, runtime, on_failure, on_success, output_materializers, "
-        "cache_expires_after"
+        "cache_expires_after, timeout, pod"
     )
 
 
@@ -220,7 +220,7 @@ def test_step_rejects_unknown_options() -> None:
 
     assert str(caught.value) == (
         "@step got unknown option(s) ['retries']; accepted: name, enable_cache, retry, runtime, "
-        "on_failure, on_success, output_materializers, cache_expires_after"
+        "on_failure, on_success, output_materializers, cache_expires_after, timeout, pod"
     )
 
 

@@ -24,7 +24,8 @@ from kstep._compile import ArtifactRef, Binding, InputList, Param
 from kstep._errors import ExecutionError, StepFailed
 from kstep._params import canonical_json
 from kstep.engine._owner import current_owner
-from kstep.materializers import materializer_version, resolve_materializer
+from kstep.engine._replay import ReplayIndex
+from kstep.materializers import materializer_version, resolve_materializer, type_path
 from kstep.runner import RunInfo, StepOutcome, StepRequest, execute_step
 from kstep.runner._isolated import request_to_json
 from kstep.runner._request import bindings_to_json
@@ -56,7 +57,13 @@ class PreparedInvocation:
     runtime: str
     cache_enabled: bool
     attempts: int = 0
+    attempt_base: int = 0
     step_run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def next_attempt_is_final(self) -> bool:
+        """Whether the attempt about to start is the last one its retry policy allows."""
+        return self.attempts + 1 > self.step.config.retry.max_retries
 
 
 class RunningAttempt:
@@ -76,12 +83,19 @@ class RunningAttempt:
 class AttemptLauncher:
     """Starts attempts of a run's invocations on the local engine."""
 
-    def __init__(self, engine: LocalEngine, run: RunInfo, pipeline_cache: bool) -> None:
+    def __init__(
+        self,
+        engine: LocalEngine,
+        run: RunInfo,
+        pipeline_cache: bool,
+        replay: ReplayIndex | None = None,
+    ) -> None:
         self.engine = engine
         self.stores = engine.stores
         self.settings = engine.settings
         self.run = run
         self.pipeline_cache = pipeline_cache
+        self.replay = replay
 
     # -------------------------------------------------------------- preparing
 
@@ -116,6 +130,7 @@ class AttemptLauncher:
         cache_key = compute_cache_key(step_fingerprint(step), parameters, tokens)
         enabled = step.config.enable_cache
         fingerprint = hashlib.sha256(canonical_json(bindings_to_json(inputs)).encode()).hexdigest()
+        last_attempt = self.replay.last_attempt.get(invocation_id, 0) if self.replay else 0
         return PreparedInvocation(
             invocation_id=invocation_id,
             step=step,
@@ -128,6 +143,7 @@ class AttemptLauncher:
             input_fingerprint=fingerprint,
             runtime=step.config.runtime or "inline",
             cache_enabled=self.pipeline_cache if enabled is None else enabled,
+            attempt_base=last_attempt,
         )
 
     # -------------------------------------------------------------- cache
@@ -142,24 +158,58 @@ class AttemptLauncher:
         if hit is None:
             return None
         original, outputs = hit
-        if set(outputs) != set(prepared.step.output_names) or not all(
-            self._still_valid(record) for record in outputs.values()
-        ):
+        if not self._reusable(prepared, outputs):
             return None
+        self._record_reuse(prepared, original, outputs)
+        logger.debug("Step %r is a cache hit of step run %s.", prepared.invocation_id, original.id)
+        return outputs
+
+    def try_replay(self, prepared: PreparedInvocation) -> dict[str, ArtifactVersionRecord] | None:
+        """Reuse a step run this run already completed, if one matches (see `ReplayIndex`)."""
+        if self.replay is None:
+            return None
+        claimed = self.replay.claim(
+            prepared.invocation_id, prepared.step.name, prepared.input_fingerprint
+        )
+        if claimed is None:
+            return None
+        outputs = self.stores.metadata.outputs_of(claimed.id)
+        if not self._reusable(prepared, outputs):
+            return None
+        if claimed.invocation_id != prepared.invocation_id:
+            self._record_reuse(prepared, claimed, outputs)
+        else:
+            prepared.step_run_ids.append(claimed.id)
+        logger.debug("Step %r reuses step run %s of this run.", prepared.invocation_id, claimed.id)
+        return outputs
+
+    def _reusable(
+        self, prepared: PreparedInvocation, outputs: dict[str, ArtifactVersionRecord]
+    ) -> bool:
+        return set(outputs) == set(prepared.step.output_names) and all(
+            self._still_valid(record) for record in outputs.values()
+        )
+
+    def _record_reuse(
+        self,
+        prepared: PreparedInvocation,
+        original: StepRunRecord,
+        outputs: dict[str, ArtifactVersionRecord],
+    ) -> None:
         now = utcnow()
         step_run = StepRunRecord(
             id=new_id(),
             run_id=self.run.id,
             invocation_id=prepared.invocation_id,
             step_name=prepared.step.name,
-            attempt=1,
+            attempt=prepared.attempt_base + 1,
             status="cached",
             runtime=prepared.runtime,
             parameters=prepared.parameters,
             upstream=prepared.upstream,
             cache_key=prepared.cache_key,
             input_fingerprint=prepared.input_fingerprint,
-            original_step_run_id=original.id,
+            original_step_run_id=original.original_step_run_id or original.id,
             logs_uri=original.logs_uri,
             created_at=now,
             started_at=now,
@@ -170,8 +220,6 @@ class AttemptLauncher:
             step_run, prepared.edges, {name: record.id for name, record in outputs.items()}
         )
         prepared.step_run_ids.append(step_run.id)
-        logger.debug("Step %r is a cache hit of step run %s.", prepared.invocation_id, original.id)
-        return outputs
 
     def _still_valid(self, record: ArtifactVersionRecord) -> bool:
         # A hit is only as good as its artifacts: gone files, or a materializer whose code
@@ -186,8 +234,9 @@ class AttemptLauncher:
 
     def start(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
         """Record a new attempt's step run and start it on its runtime."""
+        final = prepared.next_attempt_is_final
         prepared.attempts += 1
-        attempt = prepared.attempts
+        attempt = prepared.attempt_base + prepared.attempts
         step_run_id = new_id()
         prepared.step_run_ids.append(step_run_id)
         now = utcnow()
@@ -219,7 +268,7 @@ class AttemptLauncher:
             invocation_id=prepared.invocation_id,
             step=prepared.step,
             attempt=attempt,
-            final_attempt=attempt > prepared.step.config.retry.max_retries,
+            final_attempt=final,
             inputs=prepared.inputs,
             logs_uri=logs_uri,
             known_versions=prepared.versions,
@@ -309,7 +358,7 @@ class AttemptLauncher:
             request.step_run_id,
             status=status,
             finished_at=utcnow(),
-            error_type="kstep.ExecutionError",
+            error_type=type_path(type(error or ExecutionError())),
             error_message=message,
         )
         return StepOutcome(status, error=error or ExecutionError(message))

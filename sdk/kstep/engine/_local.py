@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from kstep._errors import RunFailed, StepDefinitionError
+from kstep._errors import ExecutionError, RunFailed, StepDefinitionError
 from kstep._settings import Settings
 from kstep.engine._attempts import AttemptLauncher
 from kstep.engine._owner import current_owner, owner_is_alive
@@ -26,8 +26,10 @@ from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep.stores.metadata.store import new_id
 
 if TYPE_CHECKING:
+    from kstep._compile import CompiledPipeline
     from kstep._pipelines import Pipeline
     from kstep.client import Run
+    from kstep.engine._replay import ReplayIndex
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +89,64 @@ class LocalEngine:
             return run_dynamic(self, pipeline, parameters)
         compiled = pipeline.compile(parameters)
         record = self.start_run(pipeline, parameters, mode="static")
+        return self._run_static(pipeline, compiled, record, None)
+
+    def resume(self, id_or_name: str) -> Run:
+        """Run an unfinished or failed run's pipeline again, reusing what it completed.
+
+        Every invocation that already completed (matched by invocation id and inputs) is
+        reused instead of executed again; the rest run as new attempts of the same run.
+        """
+        from kstep._pipelines import Pipeline
+        from kstep.engine._dynamic import run_dynamic
+        from kstep.engine._replay import ReplayIndex
+        from kstep.runner._references import import_reference
+
+        metadata = self.stores.metadata
+        record = metadata.get_run(id_or_name)
+        if record.status == "completed":
+            raise ExecutionError(
+                f"run {record.name!r} already completed; there is nothing to resume"
+            )
+        if record.status in ("running", "pending") and owner_is_alive(record.owner) is not False:
+            raise ExecutionError(
+                f"run {record.name!r} is still running (owner {record.owner}); resume it once it "
+                "has ended"
+            )
+        if not record.entrypoint:
+            raise ExecutionError(
+                f"run {record.name!r} has no importable pipeline (it was defined interactively); "
+                "only pipelines defined in a module or script file can be resumed"
+            )
+        pipeline = import_reference(record.entrypoint)
+        if not isinstance(pipeline, Pipeline):
+            raise ExecutionError(f"{record.entrypoint!r} is {pipeline!r}, not a @pipeline")
+        replay = ReplayIndex(metadata.step_runs_of(record.id))
+        now = utcnow()
+        metadata.update_run(
+            record.id,
+            status="running",
+            owner=current_owner(),
+            started_at=record.started_at or now,
+            finished_at=None,
+            message=None,
+            failed_step=None,
+        )
+        logger.debug("Run %s is resumed with %s.", record.name, record.entrypoint)
+        if pipeline.dynamic:
+            return run_dynamic(self, pipeline, record.parameters, record, replay)
+        compiled = pipeline.compile(record.parameters)
+        return self._run_static(pipeline, compiled, record, replay)
+
+    def _run_static(
+        self,
+        pipeline: Pipeline,
+        compiled: CompiledPipeline,
+        record: RunRecord,
+        replay: ReplayIndex | None,
+    ) -> Run:
         info = RunInfo(record.id, record.name, pipeline.name)
-        launcher = AttemptLauncher(self, info, pipeline.enable_cache)
+        launcher = AttemptLauncher(self, info, pipeline.enable_cache, replay)
         try:
             result = StaticScheduler(launcher, compiled, info).execute()
         except BaseException as error:

@@ -95,6 +95,9 @@ class StaticScheduler:
                 invocation_id, invocation.step, inputs, versions, invocation.upstream()
             )
             self.prepared[invocation_id] = prepared
+            reused = self.launcher.try_replay(prepared)
+            if reused is not None:
+                return self._complete(invocation_id, "completed", reused)
             cached = self.launcher.try_cache(prepared)
             if cached is not None:
                 return self._complete(invocation_id, "cached", cached)

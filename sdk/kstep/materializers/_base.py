@@ -205,14 +205,19 @@ def import_type(path: str, what: str = "type") -> Any:
     )
 
 
-@functools.cache
+_versions: dict[type[Materializer], str] = {}
+
+
 def materializer_version(cls: type[Materializer]) -> str:
     """A hash of a materializer's source code: changing the code changes cache keys."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        source = type_path(cls)
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
+    version = _versions.get(cls)
+    if version is None:
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            source = type_path(cls)
+        version = _versions[cls] = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return version
 
 
 def materializer_for_type(annotation: Any) -> type[Materializer] | None:

@@ -48,7 +48,9 @@ def execute_step(request: StepRequest, stores: Stores, settings: Settings) -> St
         step_name=step.name,
         attempt=request.attempt,
     )
-    writer = stores.artifacts.open_log(request.logs_uri)
+    # On a cluster the runner names its own log (its store may differ from the operator's).
+    logs_uri = request.logs_uri or stores.artifacts.log_uri(request.run.id, request.step_run_id)
+    writer = stores.artifacts.open_log(logs_uri)
     outputs: list[NewArtifactVersion] = []
     error: BaseException | None = None
 
@@ -70,6 +72,7 @@ def execute_step(request: StepRequest, stores: Stores, settings: Settings) -> St
                 status="completed",
                 outputs=outputs,
                 metadata=context.metadata,
+                logs_uri=logs_uri,
             )
             _run_hook(step, "on_success", ())
             writer.close()
@@ -83,6 +86,7 @@ def execute_step(request: StepRequest, stores: Stores, settings: Settings) -> St
             error_type=type_path(type(error)),
             error_message=str(error)[:10_000],
             error_traceback="".join(traceback.format_exception(error))[-20_000:],
+            logs_uri=logs_uri,
         )
         if request.final_attempt:
             _run_hook(step, "on_failure", (error,))

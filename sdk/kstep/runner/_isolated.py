@@ -21,6 +21,8 @@ def step_options(step: Step[..., Any]) -> dict[str, Any]:
         "retry": dataclasses.asdict(config.retry),
         "runtime": config.runtime,
         "cache_expires_after": config.cache_expires_after,
+        "timeout": config.timeout,
+        "pod": dict(config.pod) if config.pod else None,
         "output_materializers": {
             name: f"{cls.__module__}:{cls.__qualname__}"
             for name, cls in config.output_materializers.items()
@@ -37,6 +39,8 @@ def rebuild_step(reference: str, options: dict[str, Any]) -> Step[..., Any]:
     found = import_reference(reference)
     if not isinstance(found, Step):
         raise ExecutionError(f"reference {reference!r} is {found!r}, not a @step")
+    if not options:
+        return found
     wanted = dict(options)
     wanted["retry"] = Retry(**wanted["retry"])
     wanted["output_materializers"] = {
@@ -76,7 +80,7 @@ def request_from_json(data: dict[str, Any]) -> StepRequest:
             attempt=int(data["attempt"]),
             final_attempt=bool(data["final_attempt"]),
             inputs=bindings_from_json(data["inputs"]),
-            logs_uri=data["logs_uri"],
+            logs_uri=data.get("logs_uri") or "",
         )
     except (KeyError, TypeError) as error:
         raise ExecutionError(f"step request is malformed: missing or wrong {error}") from None

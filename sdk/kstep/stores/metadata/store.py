@@ -43,14 +43,15 @@ from kstep.stores.metadata.records import (
 
 logger = logging.getLogger(__name__)
 
-runs_t = models.PipelineRun.__table__
-steps_t = models.StepRun.__table__
-pipelines_t = models.Pipeline.__table__
-artifacts_t = models.Artifact.__table__
-versions_t = models.ArtifactVersion.__table__
-inputs_t = models.StepRunInput.__table__
-outputs_t = models.StepRunOutput.__table__
-metadata_t = models.MetadataEntry.__table__
+_tables = models.Base.metadata.tables
+runs_t = _tables["pipeline_runs"]
+steps_t = _tables["step_runs"]
+pipelines_t = _tables["pipelines"]
+artifacts_t = _tables["artifacts"]
+versions_t = _tables["artifact_versions"]
+inputs_t = _tables["step_run_inputs"]
+outputs_t = _tables["step_run_outputs"]
+metadata_t = _tables["metadata_entries"]
 
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _STEP_FIELDS = [f.name for f in dataclasses.fields(StepRunRecord)]
@@ -502,10 +503,9 @@ class MetadataStore:
         connection.execute(statement, rows)
 
     def _dialect_insert(self, table: Any) -> Any:
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect_insert: Any = sqlite.insert if self.is_sqlite else postgresql.insert
         return dialect_insert(table)
 
     def _insert_ignore(

@@ -1,0 +1,209 @@
+"""`Operator`: what every controller shares, and the dispatch of queued keys to them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from kstep._settings import Settings
+from kstep.stores import Stores
+from kstep_operator.cache import ObjectCache
+from kstep_operator.inline.client import ExecutorClient
+from kstep_operator.kube import SECRETS, Kube
+from kstep_operator.metrics import Metrics
+from kstep_operator.reconcile.manifests import PodDefaults
+from kstep_operator.settings import OperatorSettings
+from kstep_operator.workqueue import WorkQueue
+
+logger = logging.getLogger(__name__)
+
+RUN = "run"
+STEP = "step"
+
+# Store settings a step needs; everything else in the operator's environment stays there.
+_STORE_VARIABLES = (
+    "KSTEP_METADATA_URL",
+    "KSTEP_ARTIFACT_ROOT",
+    "KSTEP_S3_ENDPOINT_URL",
+    "KSTEP_S3_REGION",
+    "KSTEP_ALLOW_PICKLE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+class Operator:
+    """Shared state of the operator process and the loop that reconciles queued objects."""
+
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        store_settings: Settings,
+        kube: Kube,
+        stores: Stores,
+        executor_socket: str,
+    ) -> None:
+        self.settings = settings
+        self.store_settings = store_settings
+        self.kube = kube
+        self.stores = stores
+        self.cache = ObjectCache()
+        self.metrics = Metrics()
+        self.defaults = PodDefaults(
+            image=settings.image,
+            image_pull_policy=settings.image_pull_policy,
+            store_secret=settings.store_secret,
+            service_account=settings.step_service_account,
+        )
+        self.queue = WorkQueue(
+            self._process,
+            workers=settings.reconcile_workers,
+            name="kstep-reconcile",
+            on_error=self._failed,
+        )
+        self.inline_attempts: dict[str, tuple[str, str]] = {}
+        self.executor = ExecutorClient(executor_socket, self._inline_done, self._inline_lost)
+        self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start reconciling and connect to the inline executor."""
+        self.executor.start()
+        self.queue.start()
+        threading.Thread(target=self._sweep_forever, name="kstep-sweep", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop handing out work."""
+        self.queue.stop()
+        self.executor.stop()
+
+    # -------------------------------------------------------------- dispatch
+
+    def enqueue_run(self, namespace: str, name: str) -> None:
+        """Queue a PipelineRun for reconciling."""
+        self.queue.add((RUN, namespace, name))
+
+    def enqueue_step(self, namespace: str, name: str, after: float = 0.0) -> None:
+        """Queue a StepRun for reconciling, now or after `after` seconds."""
+        self.queue.add_after((STEP, namespace, name), after)
+
+    def _process(self, key: Hashable) -> None:
+        from kstep_operator import runs, steps
+
+        kind, namespace, name = str(key[0]), str(key[1]), str(key[2])  # type: ignore[index]
+        started = time.perf_counter()
+        if kind == RUN:
+            runs.reconcile_run(self, namespace, name)
+        else:
+            steps.reconcile_step(self, namespace, name)
+        self.metrics.reconcile_duration.labels(kind).observe(time.perf_counter() - started)
+        self.metrics.queue_depth.set(self.queue.depth())
+
+    def _failed(self, key: Hashable, error: BaseException) -> None:
+        kind = key[0]  # type: ignore[index]
+        self.metrics.reconcile_errors.labels(kind).inc()
+        logger.warning("Reconciling %s failed (%s); retrying in 2 s.", key, error, exc_info=error)
+        self.queue.add_after(key, 2.0)
+
+    # -------------------------------------------------------------- inline executor
+
+    def _inline_done(self, step_run_id: str, status: str) -> None:
+        with self._lock:
+            key = self.inline_attempts.pop(step_run_id, None)
+        if key is not None:
+            self.enqueue_step(*key)
+
+    def _inline_lost(self, step_run_ids: list[str]) -> None:
+        for step_run_id in step_run_ids:
+            self._inline_done(step_run_id, "lost")
+
+    def track_inline(self, step_run_id: str, namespace: str, name: str) -> None:
+        """Remember which StepRun an inline attempt belongs to, to queue it when it ends."""
+        with self._lock:
+            self.inline_attempts[step_run_id] = (namespace, name)
+
+    # -------------------------------------------------------------- store settings
+
+    def store_environment(self, namespace: str, secret: str | None) -> dict[str, str] | None:
+        """The store settings of a run: its Secret's values, or the operator's own.
+
+        None when the run names a Secret that does not exist.
+        """
+        if not secret:
+            return {k: os.environ[k] for k in _STORE_VARIABLES if k in os.environ} | {
+                "KSTEP_METADATA_URL": self.store_settings.metadata_url,
+                "KSTEP_ARTIFACT_ROOT": self.store_settings.artifact_root,
+            }
+        return self.secret(namespace, secret)
+
+    def secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's values, cached for a few seconds."""
+        key = (namespace, name)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._secrets.get(key)
+        if cached is not None and now - cached[0] < 10:
+            return cached[1]
+        data = self.kube.secret_data(namespace, name)
+        with self._lock:
+            self._secrets[key] = (now, data)
+        return data
+
+    def secret_exists(self, namespace: str, name: str) -> bool:
+        """Whether a Secret exists (without reading more than needed)."""
+        return self.kube.get(SECRETS, namespace, name) is not None
+
+    # -------------------------------------------------------------- sweeping
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(self.settings.sweep_seconds)
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("The periodic sweep failed; it runs again shortly.")
+
+    def sweep(self) -> None:
+        """Queue what time alone changes: timeouts, TTLs, retries due, lost Jobs and steps."""
+        from kstep_operator import runs, steps
+
+        if not self.cache.synced.is_set():
+            return
+        active = 0
+        for step_run in self.cache.all_steps():
+            phase = (step_run.get("status") or {}).get("phase")
+            if phase in ("running", "retrying", "pending", None):
+                active += 1
+                if steps.needs_attention(self, step_run):
+                    metadata = step_run["metadata"]
+                    self.enqueue_step(metadata["namespace"], metadata["name"])
+        self.metrics.steps_active.set(active)
+        running_runs = 0
+        for run in self.cache.all_runs():
+            if runs.needs_attention(self, run):
+                self.enqueue_run(run["metadata"]["namespace"], run["metadata"]["name"])
+            if (run.get("status") or {}).get("phase") == "running":
+                running_runs += 1
+        self.metrics.runs_active.set(running_runs)
+
+    def active_steps(self) -> int:
+        """StepRuns not yet ended, across all runs (for the global limit)."""
+        return sum(
+            1
+            for step_run in self.cache.all_steps()
+            if (step_run.get("status") or {}).get("phase")
+            in ("running", "retrying", "pending", None)
+        )
+
+
+def describe(body: dict[str, Any]) -> str:
+    """`namespace/name` of an object, for log lines."""
+    metadata = body.get("metadata", {})
+    return f"{metadata.get('namespace')}/{metadata.get('name')}"

@@ -1,0 +1,82 @@
+"""kopf handlers: record what the watches report and queue the objects concerned.
+
+They run on kopf's event loop and never block: every decision is taken by the controllers
+on the operator's own threads. Raw event handlers are enough (kopf keeps no per-handler
+progress for them), so kopf's bookkeeping never writes to the resources.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kstep.cluster.names import LABEL_ROLE
+from kstep.cluster.specs import GROUP, VERSION
+from kstep_operator.context import Operator
+
+logger = logging.getLogger(__name__)
+
+_TERMINAL = ("completed", "failed", "cached", "skipped", "cancelled")
+
+
+def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """Register the operator's handlers in a kopf registry."""
+
+    @kopf.on.event(GROUP, VERSION, "pipelineruns", registry=registry)
+    async def pipeline_run_event(event: kopf.RawEvent, **_: Any) -> None:
+        body: dict[str, Any] = dict(event["object"])
+        metadata = body["metadata"]
+        if event.get("type") == "DELETED":
+            op.cache.delete("run", metadata["namespace"], metadata["name"])
+            return
+        op.cache.put_run(body)
+        op.enqueue_run(metadata["namespace"], metadata["name"])
+
+    @kopf.on.event(GROUP, VERSION, "stepruns", registry=registry)
+    async def step_run_event(event: kopf.RawEvent, **_: Any) -> None:
+        body: dict[str, Any] = dict(event["object"])
+        metadata = body["metadata"]
+        if event.get("type") == "DELETED":
+            op.cache.delete("step", metadata["namespace"], metadata["name"])
+            return
+        op.cache.put_step(body)
+        phase = (body.get("status") or {}).get("phase")
+        if phase in _TERMINAL or phase is None:
+            op.enqueue_run(metadata["namespace"], body["spec"]["pipelineRun"])
+        else:
+            op.enqueue_step(metadata["namespace"], metadata["name"])
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_ROLE: "step"}, registry=registry)
+    async def job_event(event: kopf.RawEvent, **_: Any) -> None:
+        body: dict[str, Any] = dict(event["object"])
+        metadata = body["metadata"]
+        owner = op.cache.step_of_job(body)
+        if event.get("type") == "DELETED":
+            op.cache.delete("job", metadata["namespace"], metadata["name"])
+        else:
+            op.cache.put_job(body)
+        if owner is not None:
+            op.enqueue_step(*owner)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as the operator's own client: a kubeconfig, else the pod's
+        # service account.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # kopf's own state, if it ever keeps any, goes to annotations: the CRDs' strict
+        # status schemas would prune it.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="kopf.kstep.dev"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="kopf.kstep.dev"
+        )
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.error_backoffs = [1, 2, 5]

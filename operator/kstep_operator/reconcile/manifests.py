@@ -1,0 +1,193 @@
+"""Manifests of the objects the operator creates: StepRuns and step Jobs.
+
+Names are deterministic (`kstep.cluster.names`), each child has an ownerReference to its
+parent (a StepRun to its PipelineRun, a Job to its StepRun) so deleting a run removes
+everything under it, and labels say which pipeline, run, step and invocation it serves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kstep.cluster import names
+from kstep.cluster.specs import API_VERSION
+
+STEP_CONTAINER = "step"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class PodDefaults:
+    """What a step pod gets when neither its run nor its step says otherwise."""
+
+    image: str
+    image_pull_policy: str
+    store_secret: str
+    service_account: str
+
+
+def owner_reference(parent: dict[str, Any], *, controller: bool = True) -> dict[str, Any]:
+    """An ownerReference to `parent`, so the child is deleted with it."""
+    metadata = parent["metadata"]
+    return {
+        "apiVersion": parent.get("apiVersion", API_VERSION),
+        "kind": parent["kind"],
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def run_labels(run: dict[str, Any]) -> dict[str, str]:
+    """Labels every child of a run carries."""
+    return {
+        names.LABEL_PIPELINE: names.label_value(run["spec"]["pipelineName"]),
+        names.LABEL_RUN: names.label_value(run["metadata"]["name"]),
+    }
+
+
+def step_run_manifest(
+    run: dict[str, Any],
+    invocation_id: str,
+    definition: dict[str, Any],
+    inputs: dict[str, Any],
+    *,
+    upstream: list[str],
+    cache_key: str | None,
+) -> dict[str, Any]:
+    """The StepRun of one invocation of a run, with its inputs resolved to artifact versions."""
+    spec = run["spec"]
+    metadata = run["metadata"]
+    body: dict[str, Any] = {
+        "metadata": {
+            "name": names.step_run_name(metadata["name"], invocation_id),
+            "namespace": metadata["namespace"],
+            "labels": {
+                **run_labels(run),
+                names.LABEL_STEP: names.label_value(definition["step"]),
+                names.LABEL_INVOCATION: names.label_value(invocation_id),
+            },
+            "annotations": {names.ANNOTATION_INVOCATION: invocation_id},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": {
+            "pipelineRun": metadata["name"],
+            "runId": names.run_id(metadata["uid"]),
+            "invocationId": invocation_id,
+            "definition": definition,
+            "inputs": inputs,
+            "upstream": upstream,
+            "code": spec.get("code") or {},
+        },
+    }
+    for field in ("storeSecret", "serviceAccountName"):
+        if spec.get(field):
+            body["spec"][field] = spec[field]
+    if cache_key:
+        body["spec"]["cacheKey"] = cache_key
+    return body
+
+
+def runner_request(
+    step_run: dict[str, Any],
+    *,
+    run_name: str,
+    pipeline_name: str,
+    attempt: int,
+    step_run_id: str,
+) -> dict[str, Any]:
+    """The step-runner's request for one attempt of a StepRun (see `kstep.runner`)."""
+    spec = step_run["spec"]
+    definition = spec["definition"]
+    max_retries = (definition.get("retry") or {}).get("maxRetries", 0)
+    return {
+        "run": {"id": spec["runId"], "name": run_name, "pipeline_name": pipeline_name},
+        "step_run_id": step_run_id,
+        "invocation_id": spec["invocationId"],
+        "step": definition["function"],
+        "options": definition.get("options") or {},
+        "attempt": attempt,
+        "final_attempt": attempt > max_retries,
+        "inputs": spec.get("inputs") or {},
+        "code": spec.get("code") or {},
+    }
+
+
+def job_manifest(
+    step_run: dict[str, Any],
+    attempt: int,
+    request: dict[str, Any],
+    defaults: PodDefaults,
+) -> dict[str, Any]:
+    """The Job that runs one attempt of an isolated StepRun through the step-runner."""
+    spec = step_run["spec"]
+    metadata = step_run["metadata"]
+    definition = spec["definition"]
+    pod = definition.get("pod") or {}
+    labels = {
+        key: value
+        for key, value in (metadata.get("labels") or {}).items()
+        if key.startswith("kstep.dev/")
+    }
+    labels[names.LABEL_STEP_RUN] = metadata["name"]
+    labels[names.LABEL_ROLE] = "step"
+    container: dict[str, Any] = {
+        "name": STEP_CONTAINER,
+        "image": (spec.get("code") or {}).get("image") or defaults.image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": ["kstep-runner", "--request", "env:KSTEP_STEP_REQUEST"],
+        "env": [
+            {"name": "KSTEP_STEP_REQUEST", "value": json.dumps(request, separators=(",", ":"))},
+            {"name": "KSTEP_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+            {"name": "KSTEP_ECHO_STEP_LOGS", "value": "true"},
+        ],
+        "envFrom": [{"secretRef": {"name": spec.get("storeSecret") or defaults.store_secret}}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if pod.get("resources"):
+        container["resources"] = pod["resources"]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": pod.get("serviceAccountName")
+        or spec.get("serviceAccountName")
+        or defaults.service_account,
+        "containers": [container],
+    }
+    if pod.get("nodeSelector"):
+        pod_spec["nodeSelector"] = pod["nodeSelector"]
+    if pod.get("tolerations"):
+        pod_spec["tolerations"] = pod["tolerations"]
+    job_spec: dict[str, Any] = {
+        # Retries are kstep's own (each a new attempt and Job), never the Job controller's.
+        "backoffLimit": 0,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if definition.get("timeoutSeconds"):
+        job_spec["activeDeadlineSeconds"] = int(definition["timeoutSeconds"])
+    return {
+        "metadata": {
+            "name": names.job_name(metadata["name"], attempt),
+            "namespace": metadata["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(step_run)],
+        },
+        "spec": job_spec,
+    }
+
+
+def job_outcome(job: dict[str, Any]) -> tuple[str, str] | None:
+    """`("succeeded" | "failed", reason)` once a Job finished, else None."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return "succeeded", "Completed"
+        if condition.get("type") == "Failed":
+            reason = condition.get("reason") or "Failed"
+            message = condition.get("message") or ""
+            return "failed", f"{reason}: {message}" if message else reason
+    return None
