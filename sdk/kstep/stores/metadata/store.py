@@ -557,7 +557,7 @@ def _sqlite_engine(url: str) -> Engine:
         # Let SQLAlchemy's "begin" event, not the driver, start transactions.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor, database)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
@@ -571,6 +571,25 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _enable_wal(cursor: Any, database: str, timeout: float = 60.0) -> None:
+    """Switch the database to WAL mode, waiting while another connection switches it."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            # Converting a new database file to WAL takes an exclusive lock without waiting
+            # on the busy timeout, so processes opening a fresh store at once collide here.
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            logger.debug("SQLite database %s is locked; retrying WAL mode.", database)
+            time.sleep(0.02)
 
 
 def _run(row: Row[Any]) -> RunRecord:
