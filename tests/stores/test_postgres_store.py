@@ -9,6 +9,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -34,14 +35,49 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def test_postgres_store_applies_the_migrations_up_to_the_models(
-    postgres_store: MetadataStore,
-) -> None:
-    with postgres_store.engine.connect() as connection:
-        revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+@pytest.fixture
+def fresh_postgres_url(postgres: Any) -> str:
+    """A database of its own: the session's database is shared with other tests' tables."""
+    return str(postgres.create_database())
+
+
+def test_postgres_store_applies_the_migrations_up_to_the_models(fresh_postgres_url: str) -> None:
+    store = MetadataStore.open(fresh_postgres_url)
+    try:
+        with store.engine.connect() as connection:
+            revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        differences = schema_differences(store.engine)
+    finally:
+        store.close()
 
     assert revision == SCHEMA_REVISION
-    assert schema_differences(postgres_store.engine) == []
+    assert differences == []
+
+
+def test_postgres_store_is_migrated_once_when_opened_at_the_same_time(
+    fresh_postgres_url: str,
+) -> None:
+    opened: list[MetadataStore] = []
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(MetadataStore.open(fresh_postgres_url))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    with opened[0].engine.connect() as connection:
+        versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    for store in opened:
+        store.close()
+    assert versions == [(SCHEMA_REVISION,)]
 
 
 def test_postgres_store_numbers_versions_without_gaps_from_threads(
