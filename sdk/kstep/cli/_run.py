@@ -102,5 +102,5 @@ def report(finished: Run) -> None:
     took = duration(span(finished.started_at, finished.finished_at))
     line = f"Run {finished.name} {status_word(finished.status)} in {took}"
     if finished.message:
-        line += f": {finished.message}"
+        line += f": {finished.message.rstrip('.')}"
     click.echo(line + ".")
