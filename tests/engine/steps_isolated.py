@@ -77,6 +77,7 @@ def describe_context(value: int) -> dict[str, object]:
         "pipeline_name": context.pipeline_name,
         "attempt": context.attempt,
         "pid": os.getpid(),
+        "entry_point": sys.argv[0],
         "value": value,
     }
 

@@ -109,9 +109,12 @@ def test_engine_runs_an_isolated_step_with_artifact_inputs_context_and_metadata(
         "pipeline_name": "mixed",
         "attempt": 1,
         "pid": context["pid"],
+        "entry_point": context["entry_point"],
         "value": 7,
     }
     assert context["pid"] != os.getpid()
+    # The step process is the step-runner's entry point, `python -m kstep.runner`.
+    assert context["entry_point"].endswith(os.path.join("kstep", "runner", "__main__.py"))
     assert step_run.metadata == {"pid": context["pid"], "value": 7}
     assert step_run.inputs == {"value": run.steps["produce"].outputs["output"]}
     assert run.steps["increment"].upstream == ["first", "describe_context"]
