@@ -1,8 +1,9 @@
 """Manifests of the objects the operator creates: StepRuns and step Jobs.
 
 Names are deterministic (`kstep.cluster.names`), each child has an ownerReference to its
-parent (a StepRun to its PipelineRun, a Job to its StepRun) so deleting a run removes
-everything under it, and labels say which pipeline, run, step and invocation it serves.
+parent (a Job to its StepRun, as a StepRun to its PipelineRun: `kstep.cluster.objects`) so
+deleting a run removes everything under it, and labels say which pipeline, run, step and
+invocation it serves.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kstep.cluster import names
-from kstep.cluster.specs import API_VERSION
+from kstep.cluster.objects import owner_reference, run_labels
+from kstep.cluster.specs import ORCHESTRATOR_CANNOT_START, ORCHESTRATOR_RUN_FAILED
 
 STEP_CONTAINER = "step"
 TERMINATION_LOG = "/dev/termination-log"
@@ -26,69 +28,8 @@ class PodDefaults:
     image_pull_policy: str
     store_secret: str
     service_account: str
-
-
-def owner_reference(parent: dict[str, Any], *, controller: bool = True) -> dict[str, Any]:
-    """An ownerReference to `parent`, so the child is deleted with it."""
-    metadata = parent["metadata"]
-    return {
-        "apiVersion": parent.get("apiVersion", API_VERSION),
-        "kind": parent["kind"],
-        "name": metadata["name"],
-        "uid": metadata["uid"],
-        "controller": controller,
-        "blockOwnerDeletion": True,
-    }
-
-
-def run_labels(run: dict[str, Any]) -> dict[str, str]:
-    """Labels every child of a run carries."""
-    return {
-        names.LABEL_PIPELINE: names.label_value(run["spec"]["pipelineName"]),
-        names.LABEL_RUN: names.label_value(run["metadata"]["name"]),
-    }
-
-
-def step_run_manifest(
-    run: dict[str, Any],
-    invocation_id: str,
-    definition: dict[str, Any],
-    inputs: dict[str, Any],
-    *,
-    upstream: list[str],
-    cache_key: str | None,
-) -> dict[str, Any]:
-    """The StepRun of one invocation of a run, with its inputs resolved to artifact versions."""
-    spec = run["spec"]
-    metadata = run["metadata"]
-    body: dict[str, Any] = {
-        "metadata": {
-            "name": names.step_run_name(metadata["name"], invocation_id),
-            "namespace": metadata["namespace"],
-            "labels": {
-                **run_labels(run),
-                names.LABEL_STEP: names.label_value(definition["step"]),
-                names.LABEL_INVOCATION: names.label_value(invocation_id),
-            },
-            "annotations": {names.ANNOTATION_INVOCATION: invocation_id},
-            "ownerReferences": [owner_reference(run)],
-        },
-        "spec": {
-            "pipelineRun": metadata["name"],
-            "runId": names.run_id(metadata["uid"]),
-            "invocationId": invocation_id,
-            "definition": definition,
-            "inputs": inputs,
-            "upstream": upstream,
-            "code": spec.get("code") or {},
-        },
-    }
-    for field in ("storeSecret", "serviceAccountName"):
-        if spec.get(field):
-            body["spec"][field] = spec[field]
-    if cache_key:
-        body["spec"]["cacheKey"] = cache_key
-    return body
+    orchestrator_service_account: str = "kstep-orchestrator"
+    orchestrator_restart_limit: int = 6
 
 
 def runner_request(
@@ -191,3 +132,65 @@ def job_outcome(job: dict[str, Any]) -> tuple[str, str] | None:
             message = condition.get("message") or ""
             return "failed", f"{reason}: {message}" if message else reason
     return None
+
+
+def orchestrator_job_manifest(run: dict[str, Any], defaults: PodDefaults) -> dict[str, Any]:
+    """The Job whose pod runs a dynamic run's pipeline function (`kstep-orchestrator`).
+
+    A pod that crashes or vanishes is replaced (up to the restart limit) and the new one
+    replays the function; a run that failed, or cannot start, fails the Job at once.
+    """
+    spec = run["spec"]
+    metadata = run["metadata"]
+    labels = {**run_labels(run), names.LABEL_ROLE: "orchestrator"}
+    container = {
+        "name": "orchestrator",
+        "image": (spec.get("code") or {}).get("image") or defaults.image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": ["kstep-orchestrator"],
+        "env": [
+            {"name": "KSTEP_RUN_NAME", "value": metadata["name"]},
+            {
+                "name": "KSTEP_RUN_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            {"name": "KSTEP_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "KSTEP_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+        ],
+        "envFrom": [{"secretRef": {"name": spec.get("storeSecret") or defaults.store_secret}}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    final_codes = [ORCHESTRATOR_RUN_FAILED, ORCHESTRATOR_CANNOT_START]
+    return {
+        "metadata": {
+            "name": names.orchestrator_job_name(metadata["name"]),
+            "namespace": metadata["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": {
+            "backoffLimit": defaults.orchestrator_restart_limit,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "orchestrator",
+                            "operator": "In",
+                            "values": final_codes,
+                        },
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": spec.get("serviceAccountName")
+                    or defaults.orchestrator_service_account,
+                    "containers": [container],
+                },
+            },
+        },
+    }
