@@ -1,14 +1,17 @@
 """A pipeline process for the kill tests: it runs a pipeline again and again until killed.
 
-Run as `python -m engine.churning_pipeline`; every run stores a large array, small JSON
-values and a value from an isolated step, so a kill lands while files are written, rows are
-inserted, step processes run or the schema is created. Every value is a function of the
-producing step's parameters, so a test can tell a torn artifact from a whole one.
+Run as `python -m engine.churning_pipeline MARKER`; it creates the file MARKER once its
+imports are done, then runs. Every run stores a large array, small JSON values and a value
+from an isolated step, so a kill lands while files are written, rows are inserted, step
+processes run or the schema is created. Every value is a function of the producing step's
+parameters, so a test can tell a torn artifact from a whole one.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +53,7 @@ def churn(seed: int) -> None:
 
 
 def main() -> None:
+    Path(sys.argv[1]).touch()
     for seed in itertools.count(1):
         churn(seed)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.steps_isolated import wait_for_file
 from kstep import Client
 from kstep._settings import Settings
 from kstep.engine import LocalEngine
@@ -45,10 +46,10 @@ def check_artifact(version: object, client: Client) -> None:
 
 
 def test_kill_at_random_moments_leaves_every_artifact_whole_and_no_run_running(
-    kstep_home: Path,
+    kstep_home: Path, tmp_path: Path
 ) -> None:
     seed = int.from_bytes(os.urandom(4), "big")
-    delays = random.Random(seed).sample(range(200, 2600), KILLS)
+    delays = random.Random(seed).sample(range(0, 2500), KILLS)
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(sys.path),
@@ -58,11 +59,14 @@ def test_kill_at_random_moments_leaves_every_artifact_whole_and_no_run_running(
 
     for kill, delay in enumerate(delays, start=1):
         # A session of its own, so the kill also takes the isolated steps' processes.
+        marker = tmp_path / f"started-{kill}"
         process = subprocess.Popen(
-            [sys.executable, "-m", "engine.churning_pipeline"],
+            [sys.executable, "-m", "engine.churning_pipeline", str(marker)],
             env=environment,
             start_new_session=True,
         )
+        # The delay counts from the end of the imports, which take long on a busy machine.
+        wait_for_file(marker, timeout=120)
         time.sleep(delay / 1000)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
