@@ -285,6 +285,7 @@ class AttemptLauncher:
         prepared.step_run_ids.append(step_run_id)
         now = utcnow()
         logs_uri = self.stores.artifacts.log_uri(self.run.id, step_run_id)
+        # Pending until a thread or an isolated slot is free; `_begin` marks it running.
         self.stores.metadata.start_step_run(
             StepRunRecord(
                 id=step_run_id,
@@ -292,7 +293,7 @@ class AttemptLauncher:
                 invocation_id=prepared.invocation_id,
                 step_name=prepared.step.name,
                 attempt=attempt,
-                status="running",
+                status="pending",
                 runtime=prepared.runtime,
                 parameters=prepared.parameters,
                 upstream=prepared.upstream,
@@ -301,7 +302,6 @@ class AttemptLauncher:
                 logs_uri=logs_uri,
                 owner=current_owner(),
                 created_at=now,
-                started_at=now,
                 updated_at=now,
             ),
             prepared.edges,
@@ -329,9 +329,15 @@ class AttemptLauncher:
             self.engine.inline_pool.submit(self._run_inline, request, handle, on_done)
         return handle
 
+    def _begin(self, request: StepRequest) -> None:
+        self.stores.metadata.update_step_run(
+            request.step_run_id, status="running", started_at=utcnow()
+        )
+
     def _run_inline(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
         try:
             if handle.begin():
+                self._begin(request)
                 outcome = execute_step(request, self.stores, self.settings)
             else:
                 outcome = self._record_withdrawn(request, handle)
@@ -346,7 +352,10 @@ class AttemptLauncher:
             try:
                 if not handle.begin():
                     outcome = self._record_withdrawn(request, handle)
+                elif handle.cancelled:
+                    outcome = self._collect(request, 0, cancelled=True)
                 else:
+                    self._begin(request)
                     outcome = self._spawn(request, handle)
             except BaseException as error:
                 message = f"starting the step process failed: {error!r}"

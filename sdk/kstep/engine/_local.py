@@ -7,6 +7,7 @@ settings name (by default SQLite and a directory under `~/.kstep`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import secrets
@@ -182,7 +183,11 @@ class LocalEngine:
         try:
             result = StaticScheduler(launcher, compiled, info).execute()
         except BaseException as error:
-            self.finish_run(record.id, RunResult("failed", error=error), pipeline)
+            # Interrupted (Ctrl-C) or broken: record how the run ended, then let the original
+            # exception through rather than the RunFailed that recording it raises.
+            status = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
+            with contextlib.suppress(RunFailed):
+                self.finish_run(record.id, RunResult(status, error=error), pipeline)
             raise
         return self.finish_run(record.id, result, pipeline)
 
@@ -243,11 +248,17 @@ class LocalEngine:
             now = utcnow()
             pid = (run.owner or {}).get("pid")
             reason = f"the process that ran it (pid {pid}) exited before the run finished"
+            latest: dict[str, StepRunRecord] = {}
             for step_run in metadata.step_runs_of(run.id):
+                latest[step_run.invocation_id] = step_run
                 if step_run.status in ("running", "pending") and not owner_is_alive(step_run.owner):
                     metadata.update_step_run(
                         step_run.id, status="failed", finished_at=now, error_message=reason
                     )
+            for step_run in latest.values():
+                if step_run.status == "retrying":
+                    # The process that would have started its next attempt is gone.
+                    metadata.update_step_run(step_run.id, status="failed")
             metadata.update_run(run.id, status="failed", finished_at=now, message=reason)
             logger.warning("Run %s was orphaned: %s; it is marked failed.", run.name, reason)
             failed.append(run.id)
