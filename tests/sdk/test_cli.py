@@ -435,3 +435,95 @@ def test_cli_reports_an_invalid_setting_naming_its_variable(
     assert result.output == (
         "Error: KSTEP_INLINE_WORKERS='0' is invalid: Input should be greater than or equal to 1\n"
     )
+
+
+FLAKY_FLOW = """
+import os
+
+from kstep import pipeline, step
+
+
+@step
+def load(rows: int) -> list[int]:
+    with open(os.environ["FLOW_COUNTER"], "a") as counter:
+        counter.write("load\\n")
+    return list(range(rows))
+
+
+@step
+def check(values: list[int]) -> int:
+    if os.environ.get("FLOW_BREAK") == "1":
+        raise RuntimeError("broken on purpose")
+    return len(values)
+
+
+@pipeline
+def fragile(rows: int = 3) -> None:
+    check(load(rows))
+"""
+
+
+def test_cli_runs_resume_reuses_completed_steps_of_a_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: Client
+) -> None:
+    flow = tmp_path / "fragile.py"
+    flow.write_text(FLAKY_FLOW)
+    counter = tmp_path / "counter"
+    monkeypatch.setenv("FLOW_COUNTER", str(counter))
+    monkeypatch.setenv("FLOW_BREAK", "1")
+    failed = kstep("run", f"{flow}:fragile", "-p", "rows=4")
+    name = run_name(failed)
+    monkeypatch.setenv("FLOW_BREAK", "0")
+
+    result = kstep("runs", "resume", name)
+
+    assert failed.exit_code == 1
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Resuming run {name} of pipeline 'fragile'.")
+    assert re.search(rf"^Run {name} completed in ", result.output, re.MULTILINE)
+    assert counter.read_text() == "load\n"
+    run = client.get_run(name)
+    assert run.status == "completed"
+    assert run.steps["check"].outputs["output"].load() == 4
+    assert [a.status for a in run.steps["check"].attempts] == ["failed", "completed"]
+
+
+def test_cli_runs_resume_refuses_a_completed_run(flow: Path) -> None:
+    name = run_name(kstep("run", f"{flow}:numbers"))
+
+    result = kstep("runs", "resume", name)
+
+    assert result.exit_code == 1
+    assert f"run {name!r} already completed; there is nothing to resume" in result.output
+
+
+def test_cli_compile_prints_a_pipeline_run_manifest_for_kubectl(flow: Path) -> None:
+    import yaml
+
+    result = kstep(
+        "compile",
+        f"{flow}:numbers",
+        "-p",
+        "rows=7",
+        "--code-in-image",
+        "--image",
+        "me/ml:1",
+        "--name",
+        "numbers-one",
+    )
+
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load(result.output)
+    assert (manifest["apiVersion"], manifest["kind"]) == ("kstep.dev/v1alpha1", "PipelineRun")
+    assert manifest["metadata"]["name"] == "numbers-one"
+    assert manifest["spec"]["parameters"] == {"rows": 7, "label": "none"}
+    assert manifest["spec"]["code"] == {"image": "me/ml:1"}
+    assert [s["id"] for s in manifest["spec"]["steps"]] == ["load", "split", "total", "total_2"]
+
+
+def test_cli_compile_refuses_to_pack_code_into_a_local_artifact_store(flow: Path) -> None:
+    result = kstep("compile", f"{flow}:numbers")
+
+    assert result.exit_code == 1
+    assert "s3://" in result.output
+    assert "Traceback" not in result.output

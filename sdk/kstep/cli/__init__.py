@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from kstep.cli._artifacts import artifacts
+from kstep.cli._cluster import compile_run, submit_run
 from kstep.cli._logs import logs
 from kstep.cli._run import run
 from kstep.cli._runs import runs
@@ -28,5 +29,7 @@ main.add_command(run)
 main.add_command(runs)
 main.add_command(logs)
 main.add_command(artifacts)
+main.add_command(compile_run)
+main.add_command(submit_run)
 
 __all__ = ["main"]

@@ -86,6 +86,32 @@ def show_run(run_reference: str, as_json: bool) -> None:
             click.echo(f"\nStep {step_run.invocation_id!r} failed: {step_run.error_message}")
 
 
+@runs.command("resume")
+@click.argument("run_reference", metavar="RUN")
+def resume_run(run_reference: str) -> None:
+    """Run an unfinished or failed RUN again, reusing every step it completed.
+
+    The pipeline's function runs again in this process; invocations that already completed
+    (matched by invocation id and inputs) are reused instead of executed again. The exit code
+    is 1 when the run fails again.
+    """
+    import sys
+
+    from kstep._errors import RunFailed
+    from kstep.cli._run import report
+
+    client = open_client()
+    found = find_run(client, run_reference)
+    click.echo(f"Resuming run {found.name} of pipeline {found.pipeline_name!r}.")
+    with user_errors():
+        try:
+            finished = client.resume_run(found)
+        except RunFailed as failure:
+            report(failure.run)
+            sys.exit(1)
+    report(finished)
+
+
 def steps_table(found: Run) -> str:
     """A run's steps (latest attempt of each), one row per invocation."""
     rows = [
