@@ -51,6 +51,7 @@ def compile_run(
     the code is packed into the artifact store (KSTEP_ARTIFACT_ROOT must be s3://...) and the
     manifest points at the archive.
     """
+    from kstep._errors import CodeArchiveError
     from kstep._settings import Settings
     from kstep.cluster.code import pack_code
     from kstep.cluster.render import render_pipeline_run, to_yaml
@@ -66,7 +67,12 @@ def compile_run(
             from kstep.cluster.code import default_code_root
 
             code_root = default_code_root(pipeline.fn.__module__)
-            code = pack_code(code_root, open_artifact_store(Settings()), image=image)
+            try:
+                code = pack_code(code_root, open_artifact_store(Settings()), image=image)
+            except CodeArchiveError as error:
+                raise click.ClickException(
+                    f"{error} (on the command line: --image IMAGE --code-in-image)"
+                ) from None
         manifest = render_pipeline_run(
             pipeline, parameters, name=name, namespace=namespace, code=code, code_root=code_root
         )
