@@ -342,7 +342,10 @@ def _end_dynamic(
         message = f"the orchestrator failed: {why}"
     if phase == "failed" and not message:
         message = "the pipeline function failed"
-    _cancel_active(op, step_runs, f"the run ended {phase}")
+    # Steps the orchestrator ran ended with it; only the operator's own can still run.
+    metadata = run["metadata"]
+    current = op.cache.steps_of(metadata["namespace"], metadata["name"])
+    _cancel_active(op, [sr for sr in current if steps.operator_runs(sr)], f"the run ended {phase}")
     _finish(op, run, phase, reason, message, counts, failed_step)
 
 

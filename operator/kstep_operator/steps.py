@@ -35,7 +35,7 @@ def reconcile_step(op: Operator, namespace: str, name: str) -> None:
         return
     status = step_run.get("status") or {}
     phase = status.get("phase") or "pending"
-    if phase in dag.TERMINAL:
+    if phase in dag.TERMINAL or not operator_runs(step_run):
         return
     run = op.cache.run(namespace, step_run["spec"]["pipelineRun"])
     if run is None:
@@ -59,8 +59,15 @@ def reconcile_step(op: Operator, namespace: str, name: str) -> None:
         _check_attempt(op, step_run, run)
 
 
+def operator_runs(step_run: dict[str, Any]) -> bool:
+    """Whether the operator runs this StepRun's attempts (not a dynamic run's orchestrator)."""
+    return bool(step_run["spec"].get("executor", "operator") == "operator")
+
+
 def needs_attention(op: Operator, step_run: dict[str, Any]) -> bool:
     """Whether a running StepRun should be looked at by the periodic sweep."""
+    if not operator_runs(step_run):
+        return False
     status = step_run.get("status") or {}
     phase = status.get("phase")
     if phase == "retrying":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import operator_steps as steps
 import pytest
@@ -51,3 +53,45 @@ def test_dynamic_run_takes_only_the_branch_its_function_chose(kstep_cluster: Clu
 
     assert run["status"]["phase"] == "completed", json.dumps(run["status"])
     assert kstep_cluster.step_phases(name) == {"seed": "completed", "cube": "completed"}
+
+
+def test_dynamic_scenarios_give_the_same_results_and_lineage_as_locally(
+    kstep_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kstep.engine import LocalEngine
+
+    monkeypatch.setenv("KSTEP_HOME", str(tmp_path / "local"))
+    LocalEngine.reset_default()
+    try:
+        local = steps.dynamic_scenarios(salt="parity-local")
+    finally:
+        LocalEngine.reset_default()
+    name = kstep_cluster.submit(steps.dynamic_scenarios, {"salt": "parity-cluster"})
+
+    run = kstep_cluster.wait(name, timeout=240)
+
+    assert run["status"]["phase"] == "completed", json.dumps(run["status"])[-2000:]
+    remote = kstep_cluster.client().get_run(run["status"]["runId"])
+    assert _picture(remote) == _picture(local)
+    assert set(kstep_cluster.step_phases(name)) == set(local.steps)
+    assert remote.steps["cube"].runtime == "isolated"
+    assert remote.steps["square_5"].runtime == "isolated"
+
+
+def _picture(run: Any) -> dict[str, Any]:
+    """Each invocation's status, output values, upstream steps and input lineage."""
+    picture = {}
+    for invocation_id, step_run in run.steps.items():
+        inputs = {
+            name: [v.producer.invocation_id for v in value]
+            if isinstance(value, list)
+            else value.producer.invocation_id
+            for name, value in step_run.inputs.items()
+        }
+        picture[invocation_id] = (
+            str(step_run.status),
+            {name: version.load() for name, version in step_run.outputs.items()},
+            sorted(step_run.upstream),
+            inputs,
+        )
+    return picture
