@@ -285,25 +285,19 @@ def _reconcile_dynamic(op: Operator, run: dict[str, Any]) -> None:
             steps.start_attempt(op, step_run, 1, run=run)
 
     job = op.cache.job(namespace, job_name) or op.kube.get(JOBS, namespace, job_name)
-    phases = {
-        sr["spec"]["invocationId"]: (sr.get("status") or {}).get("phase") or "pending"
-        for sr in op.cache.steps_of(namespace, name)
-    }
-    counts: dict[str, int] = {}
-    for phase in phases.values():
-        counts[phase] = counts.get(phase, 0) + 1
     if job is None:
+        _cancel_active(op, step_runs, "the run's orchestrator is gone")
         _finish(
             op,
             run,
             "failed",
             "OrchestratorDeleted",
             f"the orchestrator Job {job_name!r} was deleted before the run ended",
-            counts,
+            _dynamic_counts(op, namespace, name),
             None,
         )
-        _cancel_active(op, step_runs, "the run's orchestrator is gone")
         return
+    counts = _dynamic_counts(op, namespace, name)
     outcome = job_outcome(job)
     if outcome is None:
         if counts != (run.get("status") or {}).get("stepCounts"):
@@ -346,6 +340,8 @@ def _end_dynamic(
     metadata = run["metadata"]
     current = op.cache.steps_of(metadata["namespace"], metadata["name"])
     _cancel_active(op, [sr for sr in current if steps.operator_runs(sr)], f"the run ended {phase}")
+    counts = _dynamic_counts(op, metadata["namespace"], metadata["name"])
+
     _finish(op, run, phase, reason, message, counts, failed_step)
 
 
@@ -361,14 +357,20 @@ def _stop_dynamic(
         op.kube.delete(JOBS, metadata["namespace"], job_name)
     reason = "the run was cancelled" if cancelled else "the run exceeded its timeout"
     _cancel_active(op, step_runs, reason)
-    counts: dict[str, int] = {}
-    for step_run in op.cache.steps_of(metadata["namespace"], metadata["name"]):
-        phase = (step_run.get("status") or {}).get("phase") or "pending"
-        counts[phase] = counts.get(phase, 0) + 1
+    counts = _dynamic_counts(op, metadata["namespace"], metadata["name"])
     if cancelled:
         _finish(op, run, "cancelled", "Cancelled", reason, counts, None)
     else:
         _finish(op, run, "failed", "Timeout", reason, counts, None)
+
+
+def _dynamic_counts(op: Operator, namespace: str, name: str) -> dict[str, int]:
+    """Step counts by phase of a dynamic run: its StepRuns are all the steps it has."""
+    counts: dict[str, int] = {}
+    for step_run in op.cache.steps_of(namespace, name):
+        phase = (step_run.get("status") or {}).get("phase") or "pending"
+        counts[phase] = counts.get(phase, 0) + 1
+    return counts
 
 
 def _cancel_active(op: Operator, step_runs: list[dict[str, Any]], why: str) -> None:

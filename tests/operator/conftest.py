@@ -90,6 +90,7 @@ def kstep_cluster(
         "KSTEP_OPERATOR_IMAGE": "kstep:test",
         "KSTEP_OPERATOR_LOST_JOB_GRACE_SECONDS": "2",
         "KSTEP_OPERATOR_SWEEP_SECONDS": "0.5",
+        "KSTEP_OPERATOR_ORCHESTRATOR_RESTART_LIMIT": "2",
         **store_env,
         **code_env,
     }

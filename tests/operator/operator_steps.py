@@ -198,3 +198,17 @@ def dynamic_scenarios(salt: str = "") -> None:
         cube(middle)
     else:
         square(middle)
+
+
+@pipeline(dynamic=True)
+def dynamic_long_nap(seconds: float = 60.0, salt: str = "") -> None:
+    """Waits on an isolated step a test interrupts."""
+    seed(1, salt)
+    nap.submit(seconds).result()
+
+
+@pipeline(dynamic=True)
+def dynamic_crashing(salt: str = "") -> None:
+    """Its orchestrator process dies every time, as on a node that keeps failing."""
+    seed(1, salt)
+    os._exit(9)

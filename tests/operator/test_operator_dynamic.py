@@ -95,3 +95,70 @@ def _picture(run: Any) -> dict[str, Any]:
             inputs,
         )
     return picture
+
+
+def test_deleting_an_isolated_steps_job_fails_the_step_and_the_run(
+    kstep_cluster: Cluster,
+) -> None:
+    name = kstep_cluster.submit(steps.dynamic_long_nap, {"salt": "job-deleted"})
+    _wait_for(
+        lambda: (
+            kstep_cluster.step_phases(name).get("nap") == "running"
+            and any(j.metadata.name.endswith("-1") for j in kstep_cluster.jobs())
+        ),
+        "the nap step's Job",
+    )
+    job = next(j for j in kstep_cluster.jobs() if j.metadata.name.endswith("-1"))
+
+    kstep_cluster.batch.delete_namespaced_job(
+        job.metadata.name, kstep_cluster.namespace, propagation_policy="Background"
+    )
+    run = kstep_cluster.wait(name, timeout=120)
+
+    nap = kstep_cluster.step_runs(name)["nap"]["status"]
+    assert (nap["phase"], nap["reason"]) == ("failed", "JobDeleted"), nap
+    assert f"its Job {job.metadata.name!r} was deleted" in nap["message"]
+    assert run["status"]["phase"] == "failed"
+    assert "was deleted" in run["status"]["message"]
+
+
+def test_deleting_the_orchestrator_job_fails_the_run_with_a_reason(
+    kstep_cluster: Cluster,
+) -> None:
+    name = kstep_cluster.submit(steps.dynamic_long_nap, {"salt": "orchestrator-deleted"})
+    _wait_for(lambda: kstep_cluster.step_phases(name).get("nap") == "running", "the nap step")
+    job_name = kstep_cluster.run(name)["status"]["orchestratorJob"]
+
+    kstep_cluster.batch.delete_namespaced_job(
+        job_name, kstep_cluster.namespace, propagation_policy="Background"
+    )
+    run = kstep_cluster.wait(name, timeout=60)
+
+    assert run["status"]["phase"] == "failed"
+    assert run["status"]["conditions"][0]["reason"] == "OrchestratorDeleted"
+    assert kstep_cluster.step_phases(name)["nap"] == "cancelled"
+    _wait_for(lambda: not kstep_cluster.jobs(), "the nap Job to be deleted")
+
+
+def test_an_orchestrator_that_keeps_crashing_fails_the_run_after_its_restart_limit(
+    kstep_cluster: Cluster,
+) -> None:
+    name = kstep_cluster.submit(steps.dynamic_crashing, {"salt": "crashing"})
+
+    run = kstep_cluster.wait(name, timeout=180)
+
+    assert run["status"]["phase"] == "failed"
+    assert run["status"]["conditions"][0]["reason"] == "OrchestratorFailed"
+    assert "BackoffLimitExceeded" in run["status"]["message"]
+    assert kstep_cluster.step_phases(name) == {"seed": "completed"}
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 90.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
