@@ -49,13 +49,14 @@ class Operator:
         kube: Kube,
         stores: Stores,
         executor_socket: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store_settings = store_settings
         self.kube = kube
         self.stores = stores
         self.cache = ObjectCache()
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.defaults = PodDefaults(
             image=settings.image,
             image_pull_policy=settings.image_pull_policy,

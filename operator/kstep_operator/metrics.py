@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from kstep_operator.health import Health, serve
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -69,6 +71,6 @@ class Metrics:
             registry=self.registry,
         )
 
-    def serve(self, host: str, port: int) -> None:
-        """Serve `/metrics` over HTTP on a background thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, health: Health | None = None) -> None:
+        """Serve `/metrics`, with `/healthz` and `/readyz`, over HTTP on a background thread."""
+        serve(host, port, self.registry, health or Health())
