@@ -40,6 +40,11 @@ def test_health_endpoint_serves_the_operator_metrics(
     assert status == 200
     assert 'kstep_pipeline_runs_total{outcome="completed"} 1.0' in body
     assert "kstep_operator_leader 0.0" in body
+    # Labelled series exist at zero before anything happens, so rates and alerts see them.
+    assert 'kstep_pipeline_runs_total{outcome="failed"} 0.0' in body
+    assert 'kstep_reconcile_errors_total{kind="step"} 0.0' in body
+    assert 'kstep_step_runs_total{outcome="cached",runtime="isolated"} 0.0' in body
+    assert "kstep_pipeline_run_longest_running_seconds 0.0" in body
 
 
 def test_health_endpoint_passes_with_no_checks(endpoint: tuple[str, Health, Metrics]) -> None:
