@@ -63,6 +63,8 @@ class Operator:
             image_pull_policy=settings.image_pull_policy,
             store_secret=settings.store_secret,
             service_account=settings.step_service_account,
+            orchestrator_service_account=settings.orchestrator_service_account,
+            orchestrator_restart_limit=settings.orchestrator_restart_limit,
         )
         self.queue = WorkQueue(
             self._process,

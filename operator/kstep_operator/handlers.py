@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from kstep.cluster.names import LABEL_ROLE
+from kstep.cluster.names import LABEL_ROLE, LABEL_RUN
 from kstep.cluster.specs import GROUP, VERSION
 from kstep_operator.context import Operator
 
@@ -59,6 +59,21 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
             op.cache.put_job(body)
         if owner is not None:
             op.enqueue_step(*owner)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_ROLE: "orchestrator"}, registry=registry)
+    async def orchestrator_job_event(event: kopf.RawEvent, **_: Any) -> None:
+        body: dict[str, Any] = dict(event["object"])
+        metadata = body["metadata"]
+        if event.get("type") == "DELETED":
+            op.cache.delete("job", metadata["namespace"], metadata["name"])
+        else:
+            op.cache.put_job(body)
+        run = (metadata.get("labels") or {}).get(LABEL_RUN)
+        owners = [o["name"] for o in metadata.get("ownerReferences") or []]
+        if owners:
+            op.enqueue_run(metadata["namespace"], owners[0])
+        elif run:
+            op.enqueue_run(metadata["namespace"], run)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

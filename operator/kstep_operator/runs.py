@@ -18,9 +18,13 @@ from kstep.cluster import names
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep_operator import steps
 from kstep_operator.context import Operator, describe
-from kstep_operator.kube import PIPELINE_RUNS, STEP_RUNS, ApiError, now_iso, parse_time
+from kstep_operator.kube import JOBS, PIPELINE_RUNS, STEP_RUNS, ApiError, now_iso, parse_time
 from kstep_operator.reconcile import dag
-from kstep_operator.reconcile.manifests import step_run_manifest
+from kstep_operator.reconcile.manifests import (
+    job_outcome,
+    orchestrator_job_manifest,
+    step_run_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ def reconcile_run(op: Operator, namespace: str, name: str) -> None:
         if run is None:
             return
     if run["spec"].get("mode") == "dynamic":
-        _fail(op, run, "Unsupported", "dynamic runs need the orchestrator, not available here")
+        _reconcile_dynamic(op, run)
         return
 
     spec = run["spec"]
@@ -222,6 +226,132 @@ def _check_functions(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
         "UnknownFunction",
         f"{culprit} refers to {reference!r}, which cannot be imported from the run's code: {why}",
     )
+
+
+# ------------------------------------------------------------------ dynamic runs
+
+
+def _reconcile_dynamic(op: Operator, run: dict[str, Any]) -> None:
+    """A dynamic run: its orchestrator Job runs the function; the operator runs its Jobs.
+
+    The orchestrator creates a StepRun per invocation and runs the inline ones itself; the
+    isolated ones it leaves to the operator, like any StepRun. The run ends with its
+    orchestrator: the metadata store has the outcome the function reached.
+    """
+    metadata = run["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    spec = run["spec"]
+    step_runs = op.cache.steps_of(namespace, name)
+    job_name = (run.get("status") or {}).get("orchestratorJob")
+
+    cancelled = spec.get("status") == "Cancelled"
+    if cancelled or _timed_out(run):
+        _stop_dynamic(op, run, step_runs, job_name, cancelled)
+        return
+
+    if job_name is None:
+        created = op.kube.create_or_get(
+            JOBS, namespace, orchestrator_job_manifest(run, op.defaults)
+        )
+        op.cache.put_job(created)
+        job_name = created["metadata"]["name"]
+        patched = op.kube.patch_status(
+            PIPELINE_RUNS, namespace, name, {"orchestratorJob": job_name}
+        )
+        op.cache.put_run(patched)
+        run = patched
+        op.kube.post_event(run, "OrchestratorStarted", f"orchestrator Job {job_name} created")
+
+    for step_run in step_runs:
+        status = step_run.get("status") or {}
+        if step_run["spec"].get("executor") == "operator" and not status.get("phase"):
+            steps.start_attempt(op, step_run, 1, run=run)
+
+    job = op.cache.job(namespace, job_name) or op.kube.get(JOBS, namespace, job_name)
+    phases = {
+        sr["spec"]["invocationId"]: (sr.get("status") or {}).get("phase") or "pending"
+        for sr in op.cache.steps_of(namespace, name)
+    }
+    counts: dict[str, int] = {}
+    for phase in phases.values():
+        counts[phase] = counts.get(phase, 0) + 1
+    if job is None:
+        _finish(
+            op,
+            run,
+            "failed",
+            "OrchestratorDeleted",
+            f"the orchestrator Job {job_name!r} was deleted before the run ended",
+            counts,
+            None,
+        )
+        _cancel_active(op, step_runs, "the run's orchestrator is gone")
+        return
+    outcome = job_outcome(job)
+    if outcome is None:
+        if counts != (run.get("status") or {}).get("stepCounts"):
+            op.cache.put_run(
+                op.kube.patch_status(PIPELINE_RUNS, namespace, name, {"stepCounts": counts})
+            )
+        return
+    _end_dynamic(op, run, outcome, counts, step_runs)
+
+
+def _end_dynamic(
+    op: Operator,
+    run: dict[str, Any],
+    outcome: tuple[str, str],
+    counts: dict[str, int],
+    step_runs: list[dict[str, Any]],
+) -> None:
+    run_id = names.run_id(run["metadata"]["uid"])
+    try:
+        record = op.stores.metadata.get_run(run_id)
+    except LookupError:
+        record = None
+    result, why = outcome
+    if record is not None and record.status in ("completed", "failed", "cancelled"):
+        phase = record.status
+        message = record.message or ""
+        reason = {"completed": "Completed", "failed": "StepFailed", "cancelled": "Cancelled"}[phase]
+        failed_step = record.failed_step
+    elif result == "succeeded":
+        phase, reason, message, failed_step = "completed", "Completed", "", None
+    else:
+        phase, reason, failed_step = "failed", "OrchestratorFailed", None
+        message = f"the orchestrator failed: {why}"
+    if phase == "failed" and not message:
+        message = "the pipeline function failed"
+    _cancel_active(op, step_runs, f"the run ended {phase}")
+    _finish(op, run, phase, reason, message, counts, failed_step)
+
+
+def _stop_dynamic(
+    op: Operator,
+    run: dict[str, Any],
+    step_runs: list[dict[str, Any]],
+    job_name: str | None,
+    cancelled: bool,
+) -> None:
+    metadata = run["metadata"]
+    if job_name:
+        op.kube.delete(JOBS, metadata["namespace"], job_name)
+    reason = "the run was cancelled" if cancelled else "the run exceeded its timeout"
+    _cancel_active(op, step_runs, reason)
+    counts: dict[str, int] = {}
+    for step_run in op.cache.steps_of(metadata["namespace"], metadata["name"]):
+        phase = (step_run.get("status") or {}).get("phase") or "pending"
+        counts[phase] = counts.get(phase, 0) + 1
+    if cancelled:
+        _finish(op, run, "cancelled", "Cancelled", reason, counts, None)
+    else:
+        _finish(op, run, "failed", "Timeout", reason, counts, None)
+
+
+def _cancel_active(op: Operator, step_runs: list[dict[str, Any]], why: str) -> None:
+    for step_run in step_runs:
+        if (step_run.get("status") or {}).get("phase") not in dag.TERMINAL:
+            steps.cancel(op, step_run, why)
 
 
 # ------------------------------------------------------------------ launching

@@ -33,6 +33,16 @@ class OperatorSettings(BaseSettings):
         default="kstep-step",
         description="Service account of step pods when a run names none.",
     )
+    orchestrator_service_account: str = Field(
+        default="kstep-orchestrator",
+        description="Service account of dynamic runs' orchestrator pods when a run names none.",
+    )
+    orchestrator_restart_limit: int = Field(
+        default=6,
+        ge=0,
+        le=100,
+        description="Times an orchestrator pod may crash or vanish before its run fails.",
+    )
     max_active_steps: int = Field(
         default=500, ge=1, description="StepRuns running at once across all runs."
     )

@@ -16,6 +16,7 @@ from kstep.cluster import names
 from kstep.materializers import materializer_version, resolve_materializer
 from kstep.stores.metadata import StepRunRecord, utcnow
 from kstep_operator.context import Operator, describe
+from kstep_operator.inline.client import ExecutorUnavailable
 from kstep_operator.kube import JOBS, STEP_RUNS, ApiError, now_iso, parse_time
 from kstep_operator.reconcile import dag
 from kstep_operator.reconcile.manifests import job_manifest, job_outcome, runner_request
@@ -111,6 +112,9 @@ def start_attempt(
     else:
         env = op.store_environment(metadata["namespace"], spec.get("storeSecret"))
         op.track_inline(attempt_id, metadata["namespace"], metadata["name"])
+        # Only once the executor listed what it runs can "unknown" mean "not started".
+        if not op.executor.ready.wait(timeout=30):
+            raise ExecutorUnavailable("the inline executor is unreachable")
         if not op.executor.knows(attempt_id):
             op.executor.submit(request, env or {}, spec.get("code") or {})
 

@@ -86,6 +86,23 @@ class UpstreamFailed(KstepError, RuntimeError):
         self.upstream_id = upstream_id
 
 
+class CodeArchiveError(KstepError, ValueError):
+    """The user's code cannot be packed into, or unpacked from, a code archive."""
+
+
+class ClusterError(KstepError, RuntimeError):
+    """The Kubernetes API server refused or failed a request; the message is the server's.
+
+    `status` is the HTTP status (422 for a schema rejection, 404 for a missing object), or
+    None when the server could not be reached.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
 class RunFailed(KstepError, RuntimeError):
     """A pipeline run ended failed (or cancelled); `.run` is that run."""
 

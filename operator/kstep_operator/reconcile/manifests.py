@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kstep.cluster import names
-from kstep.cluster.specs import API_VERSION
+from kstep.cluster.specs import API_VERSION, ORCHESTRATOR_CANNOT_START, ORCHESTRATOR_RUN_FAILED
 
 STEP_CONTAINER = "step"
 TERMINATION_LOG = "/dev/termination-log"
@@ -26,6 +26,8 @@ class PodDefaults:
     image_pull_policy: str
     store_secret: str
     service_account: str
+    orchestrator_service_account: str = "kstep-orchestrator"
+    orchestrator_restart_limit: int = 6
 
 
 def owner_reference(parent: dict[str, Any], *, controller: bool = True) -> dict[str, Any]:
@@ -191,3 +193,65 @@ def job_outcome(job: dict[str, Any]) -> tuple[str, str] | None:
             message = condition.get("message") or ""
             return "failed", f"{reason}: {message}" if message else reason
     return None
+
+
+def orchestrator_job_manifest(run: dict[str, Any], defaults: PodDefaults) -> dict[str, Any]:
+    """The Job whose pod runs a dynamic run's pipeline function (`kstep-orchestrator`).
+
+    A pod that crashes or vanishes is replaced (up to the restart limit) and the new one
+    replays the function; a run that failed, or cannot start, fails the Job at once.
+    """
+    spec = run["spec"]
+    metadata = run["metadata"]
+    labels = {**run_labels(run), names.LABEL_ROLE: "orchestrator"}
+    container = {
+        "name": "orchestrator",
+        "image": (spec.get("code") or {}).get("image") or defaults.image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": ["kstep-orchestrator"],
+        "env": [
+            {"name": "KSTEP_RUN_NAME", "value": metadata["name"]},
+            {
+                "name": "KSTEP_RUN_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            {"name": "KSTEP_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "KSTEP_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+        ],
+        "envFrom": [{"secretRef": {"name": spec.get("storeSecret") or defaults.store_secret}}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    final_codes = [ORCHESTRATOR_RUN_FAILED, ORCHESTRATOR_CANNOT_START]
+    return {
+        "metadata": {
+            "name": names.orchestrator_job_name(metadata["name"]),
+            "namespace": metadata["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": {
+            "backoffLimit": defaults.orchestrator_restart_limit,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "orchestrator",
+                            "operator": "In",
+                            "values": final_codes,
+                        },
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": spec.get("serviceAccountName")
+                    or defaults.orchestrator_service_account,
+                    "containers": [container],
+                },
+            },
+        },
+    }

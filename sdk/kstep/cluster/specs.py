@@ -201,13 +201,20 @@ class PipelineRunStatus(_Spec):
     step_counts: dict[str, int] = Field(default_factory=dict, alias="stepCounts")
     failed_step: str | None = Field(None, alias="failedStep")
     message: str | None = Field(None, max_length=4096)
+    orchestrator_job: str | None = Field(
+        None, alias="orchestratorJob", description="the Job running a dynamic run's function"
+    )
 
 
 # ------------------------------------------------------------------ StepRun
 
 
 class StepRunSpec(_Spec):
-    """One invocation to execute, with its inputs resolved to artifact versions."""
+    """One invocation to execute, with its inputs resolved to artifact versions.
+
+    `executor` says who runs its attempts: the operator (static runs, and isolated steps of
+    dynamic runs) or a dynamic run's orchestrator (its inline steps).
+    """
 
     pipeline_run: str = Field(alias="pipelineRun", pattern=DNS_LABEL, max_length=253)
     run_id: str = Field(alias="runId", pattern=r"^[0-9a-f]{32}$")
@@ -219,6 +226,13 @@ class StepRunSpec(_Spec):
     code: CodeSpec = Field(default_factory=CodeSpec)
     store_secret: str | None = Field(None, alias="storeSecret", pattern=DNS_LABEL)
     service_account_name: str | None = Field(None, alias="serviceAccountName", pattern=DNS_LABEL)
+    executor: Literal["operator", "orchestrator"] = "operator"
+    input_fingerprint: str | None = Field(
+        None,
+        alias="inputFingerprint",
+        pattern=r"^[0-9a-f]{64}$",
+        description="hash of the resolved inputs, to match a replayed call to this StepRun",
+    )
 
 
 class StepRunStatus(_Spec):
@@ -243,3 +257,11 @@ class StepRunStatus(_Spec):
     message: str | None = Field(None, max_length=4096)
     error_type: str | None = Field(None, alias="errorType", max_length=256)
     logs_uri: str | None = Field(None, alias="logsUri", max_length=2048)
+
+
+# Exit codes of the orchestrator (`kstep-orchestrator`). A run that failed, or that cannot
+# start (its entrypoint does not import), exits with a code the orchestrator Job's pod
+# failure policy treats as final; any other failure (a crash, OOM, a lost node) restarts the
+# pod, which replays the run.
+ORCHESTRATOR_RUN_FAILED = 3
+ORCHESTRATOR_CANNOT_START = 4

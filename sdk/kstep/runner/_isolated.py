@@ -1,8 +1,13 @@
-"""Step requests as JSON, for an isolated step's own process (a subprocess or a pod)."""
+"""Step requests as JSON, for an isolated step's own process (a subprocess or a pod).
+
+A request names the step by reference and carries its options, inputs and, on a cluster, the
+code it comes from (`"code"`: an image and optionally a code archive; see `kstep.runner`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from kstep._errors import ExecutionError
@@ -41,22 +46,36 @@ def rebuild_step(reference: str, options: dict[str, Any]) -> Step[..., Any]:
         raise ExecutionError(f"reference {reference!r} is {found!r}, not a @step")
     if not options:
         return found
-    wanted = dict(options)
-    wanted["retry"] = Retry(**wanted["retry"])
+    current = step_options(found)
+    # An option left out means None: a manifest applied with client-side `kubectl apply`
+    # loses null values, so rendered manifests carry only the options that are set.
+    given: dict[str, Any] = dict.fromkeys(current)
+    given.update(options)
+    if given == current:
+        return found
+    wanted = dict(given)
+    wanted["retry"] = Retry(**(given["retry"] or {}))
     wanted["output_materializers"] = {
-        name: import_reference(ref) for name, ref in wanted["output_materializers"].items()
+        name: import_reference(ref) for name, ref in (given["output_materializers"] or {}).items()
     }
     for hook in ("on_failure", "on_success"):
         if wanted[hook] is not None:
             wanted[hook] = import_reference(wanted[hook])
-    if step_options(found) == options:
-        return found
     return found.with_options(**wanted)
 
 
-def request_to_json(request: StepRequest) -> dict[str, Any]:
-    """A step request as JSON."""
-    return {
+def request_to_json(
+    request: StepRequest, *, code: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A step request as JSON.
+
+    Args:
+        request: the attempt to run.
+        code: where the step's code comes from, as in a PipelineRun's `spec.code`
+            (`image`, `archive`, `archiveSha256`); the runner unpacks an archive and imports
+            the step from it.
+    """
+    data: dict[str, Any] = {
         "run": dataclasses.asdict(request.run),
         "step_run_id": request.step_run_id,
         "invocation_id": request.invocation_id,
@@ -67,6 +86,9 @@ def request_to_json(request: StepRequest) -> dict[str, Any]:
         "inputs": bindings_to_json(request.inputs),
         "logs_uri": request.logs_uri,
     }
+    if code:
+        data["code"] = dict(code)
+    return data
 
 
 def request_from_json(data: dict[str, Any]) -> StepRequest:

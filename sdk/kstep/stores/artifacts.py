@@ -86,6 +86,18 @@ class ArtifactStore(ABC):
     def get_object(self, uri: str) -> bytes:
         """Read back an object stored with `put_object`."""
 
+    def object_uri(self, key: str) -> str:
+        """The URI `put_object(key, ...)` stores an object at."""
+        raise NotImplementedError(f"{type(self).__name__} cannot name objects before storing them")
+
+    def has_object(self, uri: str) -> bool:
+        """Whether an object stored with `put_object` exists at `uri`."""
+        try:
+            self.get_object(uri)
+        except ArtifactLoadError:
+            return False
+        return True
+
 
 class StagedVersion(ABC):
     """A new artifact version being written."""
@@ -181,8 +193,14 @@ class LocalArtifactStore(ArtifactStore):
         except FileNotFoundError:
             return ""
 
+    def object_uri(self, key: str) -> str:
+        return os.path.join(self.root, check_relative(key, self.root))
+
+    def has_object(self, uri: str) -> bool:
+        return os.path.isfile(uri)
+
     def put_object(self, key: str, data: bytes) -> str:
-        path = os.path.join(self.root, check_relative(key, self.root))
+        path = self.object_uri(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".put-")
         with os.fdopen(fd, "wb") as file:
@@ -320,6 +338,8 @@ class S3ArtifactStore(ArtifactStore):
             config=Config(retries={"max_attempts": 5, "mode": "standard"}),
         )
         self.cache_dir = cache_dir or tempfile.mkdtemp(prefix="kstep-s3-cache-")
+        # Staging directories are made inside it, and a fresh pod has none of its home yet.
+        os.makedirs(self.cache_dir, exist_ok=True)
         self.log_flush_seconds = log_flush_seconds
 
     def key(self, *parts: str) -> str:
@@ -360,6 +380,19 @@ class S3ArtifactStore(ArtifactStore):
             self.client.get_object(Bucket=bucket, Key=part)["Body"].read() for part in sorted(parts)
         ]
         return b"".join(chunks).decode("utf-8", errors="replace")
+
+    def object_uri(self, key: str) -> str:
+        return self.uri_of(self.key(check_relative(key, self.root)))
+
+    def has_object(self, uri: str) -> bool:
+        bucket, key = parse_s3_uri(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     def put_object(self, key: str, data: bytes) -> str:
         object_key = self.key(check_relative(key, self.root))

@@ -1,0 +1,200 @@
+"""Running the operator (and its inline executor) as real processes against the test bed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+BIN = Path(sys.executable).parent
+GROUP = "kstep.dev"
+VERSION = "v1alpha1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class OperatorProcesses:
+    """The operator and its executor, started and stopped by PID."""
+
+    environment: dict[str, str]
+    workdir: Path
+    socket_path: Path
+    metrics_port: int
+    operator: subprocess.Popen[bytes] | None = None
+    executor: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    def start_executor(self) -> None:
+        log = self.workdir / "executor.log"
+        self.logs.append(log)
+        self.executor = subprocess.Popen(
+            [str(BIN / "kstep-operator"), "executor", "--socket", str(self.socket_path)],
+            env=self.environment,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+
+    def start_operator(self) -> None:
+        self.starts += 1
+        log = self.workdir / f"operator-{self.starts}.log"
+        self.logs.append(log)
+        self.operator = subprocess.Popen(
+            [str(BIN / "kstep-operator"), "run"],
+            env=self.environment,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+
+    def kill_operator(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.send_signal(signal.SIGKILL)
+            self.operator.wait()
+
+    def stop(self) -> None:
+        for process in (self.operator, self.executor):
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in (self.operator, self.executor):
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-6000:] for p in self.logs if p.exists())
+
+
+class Cluster:
+    """What a test needs: the API as dicts, the operator's processes, the store settings."""
+
+    def __init__(self, api_client: Any, namespace: str, processes: OperatorProcesses,
+                 store_env: dict[str, str], kubectl: Any) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.namespace = namespace
+        self.processes = processes
+        self.store_env = store_env
+        self.kubectl = kubectl
+
+    # -------------------------------------------------------------- runs
+
+    def render(self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
+               ) -> dict[str, Any]:
+        from kstep.cluster.render import render_pipeline_run
+
+        return render_pipeline_run(pipeline, parameters or {}, namespace=self.namespace, **options)
+
+    def submit(self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
+               ) -> str:
+        manifest = self.render(pipeline, parameters, **options)
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "pipelineruns", manifest
+        )
+        return str(manifest["metadata"]["name"])
+
+    def run(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "pipelineruns", name
+        ))
+
+    def wait(self, name: str, timeout: float = 90.0, phases: tuple[str, ...] = (
+            "completed", "failed", "cancelled")) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(name)
+            if (run.get("status") or {}).get("phase") in phases:
+                return run
+            time.sleep(0.1)
+        raise AssertionError(
+            f"run {name} did not reach {phases} in {timeout} s; it is "
+            f"{json.dumps(self.run(name).get('status'), indent=1)}\n"
+            f"steps: {self.step_phases(name)}\n--- operator logs ---\n{self.processes.log_text()}"
+        )
+
+    def step_runs(self, name: str) -> dict[str, dict[str, Any]]:
+        found = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "stepruns", label_selector=f"kstep.dev/run={name}"
+        )
+        return {item["spec"]["invocationId"]: item for item in found["items"]}
+
+    def step_phases(self, name: str) -> dict[str, str | None]:
+        return {i: (s.get("status") or {}).get("phase") for i, s in self.step_runs(name).items()}
+
+    def jobs(self) -> list[Any]:
+        return list(self.batch.list_namespaced_job(self.namespace).items)
+
+    def patch_run(self, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "pipelineruns", name, patch
+        )
+
+    def client(self) -> Any:
+        """A kstep Client on the same stores as the cluster."""
+        from kstep import Client
+        from kstep._settings import Settings
+
+        settings = Settings(
+            home=str(self.processes.workdir / "client-home"),
+            metadata_url=self.store_env["KSTEP_METADATA_URL"],
+            artifact_root=self.store_env["KSTEP_ARTIFACT_ROOT"],
+            s3_endpoint_url=self.store_env["KSTEP_S3_ENDPOINT_URL"],
+        )
+        with _environment(self.store_env):
+            return Client(settings)
+
+    def apply_yaml(self, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.kubectl("apply", "-n", self.namespace, "-f", "-",
+                            input=yaml.safe_dump(manifest))
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def side_channel_counts(path: Path) -> dict[tuple[str, str, str], int]:
+    """How often each (run, invocation, event) appears in a side-channel file."""
+    counts: dict[tuple[str, str, str], int] = {}
+    if not path.exists():
+        return counts
+    for line in path.read_text().splitlines():
+        run, invocation, event = line.split(" ")
+        counts[(run, invocation, event)] = counts.get((run, invocation, event), 0) + 1
+    return counts
