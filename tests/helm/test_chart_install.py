@@ -15,6 +15,7 @@ point into /tmp are replaced by those same per-pod directories.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shlex
 import subprocess
@@ -134,19 +135,16 @@ def installed(
     tmp_path: Path,
 ) -> Iterator[dict[str, Any]]:
     """The chart installed in `namespace` with the store Secret it needs; uninstalled after."""
-    from kubernetes import client
-
-    with control_plane.api_client() as api_client:
-        client.CoreV1Api(api_client).create_namespaced_secret(
-            namespace,
-            {
-                "metadata": {"name": "kstep-stores"},
-                "data": {
-                    key: base64.b64encode(value.encode()).decode()
-                    for key, value in store_environment.items()
-                },
-            },
-        )
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "kstep-stores", "namespace": namespace},
+        "data": {
+            key: base64.b64encode(value.encode()).decode()
+            for key, value in store_environment.items()
+        },
+    }
+    control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(secret))
     port = free_port()
     image_env = [{"name": k, "value": v} for k, v in image_environment().items()]
     values = {
@@ -198,6 +196,12 @@ def installed(
             run_helm("uninstall", RELEASE, "--wait", "--timeout", "60s")
 
 
+def get_json(control_plane: Any, *args: str) -> dict[str, Any]:
+    """An object or list, read with kubectl as the admin."""
+    found: dict[str, Any] = json.loads(control_plane.kubectl("get", *args, "-o", "json").stdout)
+    return found
+
+
 def wait_for_leader(port: int, timeout: float = 60.0) -> str:
     """The operator's /readyz once it leads and its executor is connected.
 
@@ -211,7 +215,7 @@ def wait_for_leader(port: int, timeout: float = 60.0) -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
                 answer = reply.read().decode()
             if "inline-executor" in answer:
-                return answer
+                return str(answer)
         except OSError as error:
             answer = str(error)
         time.sleep(0.5)
@@ -226,20 +230,15 @@ def test_chart_install_runs_a_pipeline_and_uninstall_keeps_the_crds_and_runs(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kubernetes import client
-
     namespace = installed["namespace"]
     assert wait_for_leader(installed["port"]) == "[+]inline-executor ok\nok\n"
-    with control_plane.api_client() as api_client:
-        core = client.CoreV1Api(api_client)
-        pods = core.list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/component=operator"
-        ).items
-        assert [c.name for c in pods[0].spec.containers] == ["operator", "executor"]
-        lease = client.CoordinationV1Api(api_client).read_namespaced_lease(
-            f"{RELEASE}-operator", namespace
-        )
-        assert lease.spec.holder_identity == pods[0].metadata.name
+    pods = get_json(
+        control_plane, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator"
+    )
+    pod = pods["items"][0]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["operator", "executor"]
+    lease = get_json(control_plane, "lease", f"{RELEASE}-operator", "-n", namespace)
+    assert lease["spec"]["holderIdentity"] == pod["metadata"]["name"]
 
     for key, value in store_environment.items():
         monkeypatch.setenv(key, value)
@@ -254,7 +253,7 @@ def test_chart_install_runs_a_pipeline_and_uninstall_keeps_the_crds_and_runs(
     try:
         finished = run.wait(timeout=240)
     except BaseException:
-        print(kubelet_standin.logs(namespace, pods[0].metadata.name, "operator")[-20_000:])
+        print(kubelet_standin.logs(namespace, pod["metadata"]["name"], "operator")[-20_000:])
         raise
     finally:
         run.close()
@@ -263,10 +262,11 @@ def test_chart_install_runs_a_pipeline_and_uninstall_keeps_the_crds_and_runs(
     data = [float(i % 11) for i in range(60)]
     assert finished.steps["combine"].outputs["total"].load() == sum(v * v for v in data)
     assert finished.steps["score_heavy"].runtime == "isolated"
-    with control_plane.api_client() as api_client:
-        jobs = client.BatchV1Api(api_client).list_namespaced_job(namespace).items
-    step_pods = [j.spec.template.spec for j in jobs if j.metadata.labels.get("kstep.dev/role")]
-    assert step_pods and {p.service_account_name for p in step_pods} == {f"{RELEASE}-step"}
+    jobs = get_json(control_plane, "jobs", "-n", namespace)["items"]
+    step_pods = [
+        j["spec"]["template"]["spec"] for j in jobs if "kstep.dev/role" in j["metadata"]["labels"]
+    ]
+    assert step_pods and {p["serviceAccountName"] for p in step_pods} == {f"{RELEASE}-step"}
 
     # Uninstalling removes the operator but keeps the CRDs, and with them the users' runs.
     result = installed["helm"]("uninstall", RELEASE, "--wait", "--timeout", "60s")
