@@ -194,3 +194,20 @@ def test_chart_rbac_gives_step_pods_no_api_access(
         f"/api/v1/namespaces/{namespace}/pods",
     ):
         assert as_step.status("GET", path) == 403, path
+
+
+def test_chart_rbac_lets_orchestrator_pods_manage_step_runs_only(
+    control_plane: Any, rbac_release: dict[str, str]
+) -> None:
+    namespace, other = rbac_release["namespace"], rbac_release["other"]
+    token = token_of(control_plane, namespace, f"{RELEASE}-orchestrator")
+    as_orchestrator = Rbac(Kube(control_plane.token_client(token)))
+    body = {"metadata": {"name": "x"}}
+
+    assert as_orchestrator.allowed("GET", PIPELINE_RUNS.path(namespace, "x"))
+    assert as_orchestrator.allowed("POST", STEP_RUNS.path(namespace), body)
+    assert as_orchestrator.allowed("PATCH", STEP_RUNS.path(namespace, "x", "status"), {})
+    assert not as_orchestrator.allowed("PATCH", PIPELINE_RUNS.path(namespace, "x"), {})
+    assert not as_orchestrator.allowed("POST", JOBS.path(namespace), body)
+    assert not as_orchestrator.allowed("GET", SECRETS.path(namespace, "kstep-stores"))
+    assert not as_orchestrator.allowed("GET", STEP_RUNS.path(other))

@@ -191,7 +191,9 @@ def test_chart_rbac_is_namespaced_by_default_and_reads_secrets_by_name(helm: Pat
     objects = documents(render(helm, "-f", str(values_file("namespaces"))))
 
     assert not [o for o in objects if o["kind"].startswith("Cluster")]
-    roles = [o for o in objects if o["kind"] == "Role" and "leader" not in o["metadata"]["name"]]
+    roles = [
+        o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "kstep-operator"
+    ]
     assert {r["metadata"]["namespace"] for r in roles} == {"ml-team", "ml-batch"}
     for role in roles:
         secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
@@ -209,7 +211,7 @@ def test_chart_rbac_is_namespaced_by_default_and_reads_secrets_by_name(helm: Pat
 def test_chart_rbac_is_a_cluster_role_when_cluster_wide(helm: Path) -> None:
     objects = documents(render(helm, "-f", str(values_file("cluster-wide"))))
 
-    role = find(objects, "ClusterRole")
+    role = find(objects, "ClusterRole", "kstep-operator")
     secrets = next(r for r in role["rules"] if "secrets" in r["resources"])
     assert secrets["resourceNames"] == ["kstep-stores", "kstep-stores-gpu"]
     deployment = find(objects, "Deployment")
@@ -218,6 +220,25 @@ def test_chart_rbac_is_a_cluster_role_when_cluster_wide(helm: Path) -> None:
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["KSTEP_OPERATOR_NAMESPACES"] == "[]"
+
+
+def test_chart_orchestrator_pods_may_only_follow_their_run(helm: Path) -> None:
+    objects = documents(render(helm, "-f", str(values_file("namespaces"))))
+
+    roles = [
+        o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "kstep-orchestrator"
+    ]
+    assert {r["metadata"]["namespace"] for r in roles} == {"ml-team", "ml-batch"}
+    resources = {res for rule in roles[0]["rules"] for res in rule["resources"]}
+    assert resources == {"pipelineruns", "stepruns", "stepruns/status", "events"}
+    run_rule = next(r for r in roles[0]["rules"] if r["resources"] == ["pipelineruns"])
+    assert run_rule["verbs"] == ["get", "list", "watch"]
+    deployment = find(objects, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KSTEP_OPERATOR_ORCHESTRATOR_SERVICE_ACCOUNT"] == "kstep-orchestrator"
 
 
 def test_chart_selectors_leave_out_the_version_and_match_the_pods(helm: Path) -> None:

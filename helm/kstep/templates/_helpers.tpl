@@ -103,6 +103,13 @@ Name of the step pods' ServiceAccount.
 {{- end -}}
 
 {{/*
+Name of the ServiceAccount of dynamic runs' orchestrator pods.
+*/}}
+{{- define "kstep.orchestrator.serviceAccountName" -}}
+{{- default (include "kstep.componentName" (dict "context" . "component" "orchestrator")) .Values.orchestrator.serviceAccount.name -}}
+{{- end -}}
+
+{{/*
 Namespaces the operator watches, as a JSON list: empty when cluster-wide, else `namespaces`
 or the release namespace.
 */}}
@@ -117,12 +124,13 @@ or the release namespace.
 {{- end -}}
 
 {{/*
-Namespaces that get the step pods' ServiceAccount and, with quickstart, the store Secret: the
-watched namespaces, or in cluster-wide mode the release namespace and the extra ones listed.
+Namespaces where runs execute, which get the step pods' and orchestrator pods' ServiceAccounts
+and, with quickstart, the store Secret: the watched namespaces, or in cluster-wide mode the
+release namespace and runNamespaces.
 */}}
 {{- define "kstep.runNamespaces" -}}
 {{- if .Values.clusterWide -}}
-{{- toJson (uniq (prepend .Values.steps.serviceAccount.namespaces .Release.Namespace)) -}}
+{{- toJson (uniq (prepend .Values.runNamespaces .Release.Namespace)) -}}
 {{- else -}}
 {{- include "kstep.watchedNamespaces" . -}}
 {{- end -}}
