@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.plugin import require_component
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
@@ -31,7 +33,7 @@ def _missing_tool() -> str | None:
 def test_image_runs_entry_points_and_pipelines_read_only_as_non_root() -> None:
     missing = _missing_tool()
     if missing is not None:
-        pytest.skip(missing)
+        require_component(missing)
 
     result = subprocess.run(
         [str(ROOT / "hack" / "build-image.sh"), "--tag=localhost/kstep:test"],
