@@ -47,6 +47,7 @@ STEP_RUNS = Kind(f"/apis/{GROUP}/{VERSION}", "stepruns", "StepRun", f"{GROUP}/{V
 JOBS = Kind("/apis/batch/v1", "jobs", "Job", "batch/v1")
 PODS = Kind("/api/v1", "pods", "Pod", "v1")
 SECRETS = Kind("/api/v1", "secrets", "Secret", "v1")
+SERVICE_ACCOUNTS = Kind("/api/v1", "serviceaccounts", "ServiceAccount", "v1")
 EVENTS = Kind("/api/v1", "events", "Event", "v1")
 LEASES = Kind("/apis/coordination.k8s.io/v1", "leases", "Lease", "coordination.k8s.io/v1")
 

@@ -15,16 +15,21 @@ from sqlalchemy.exc import IntegrityError
 
 from kstep._caching import InputToken, compute_cache_key
 from kstep.cluster import names
+from kstep.cluster.objects import step_run_manifest, succeeded_condition
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep_operator import steps
 from kstep_operator.context import Operator, describe
-from kstep_operator.kube import JOBS, PIPELINE_RUNS, STEP_RUNS, ApiError, now_iso, parse_time
-from kstep_operator.reconcile import dag
-from kstep_operator.reconcile.manifests import (
-    job_outcome,
-    orchestrator_job_manifest,
-    step_run_manifest,
+from kstep_operator.kube import (
+    JOBS,
+    PIPELINE_RUNS,
+    SERVICE_ACCOUNTS,
+    STEP_RUNS,
+    ApiError,
+    now_iso,
+    parse_time,
 )
+from kstep_operator.reconcile import dag
+from kstep_operator.reconcile.manifests import job_outcome, orchestrator_job_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +205,18 @@ def _check(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
             f"isolated steps need the store Secret {op.defaults.store_secret!r} in namespace "
             f"{namespace!r} (or a spec.storeSecret that exists)",
         )
+    accounts = set()
+    if spec.get("mode") == "dynamic":
+        accounts.add(spec.get("serviceAccountName") or op.defaults.orchestrator_service_account)
+    if needs_default:
+        accounts.add(spec.get("serviceAccountName") or op.defaults.service_account)
+    for account in sorted(accounts):
+        if op.kube.get(SERVICE_ACCOUNTS, namespace, account) is None:
+            return dag.Problem(
+                "ServiceAccountNotFound",
+                f"the run's pods need the service account {account!r}, which does not exist "
+                f"in namespace {namespace!r}",
+            )
     return _check_functions(op, run)
 
 
@@ -290,8 +307,11 @@ def _reconcile_dynamic(op: Operator, run: dict[str, Any]) -> None:
     outcome = job_outcome(job)
     if outcome is None:
         if counts != (run.get("status") or {}).get("stepCounts"):
+            old = (run.get("status") or {}).get("stepCounts")
             op.cache.put_run(
-                op.kube.patch_status(PIPELINE_RUNS, namespace, name, {"stepCounts": counts})
+                op.kube.patch_status(
+                    PIPELINE_RUNS, namespace, name, {"stepCounts": counts_patch(old, counts)}
+                )
             )
         return
     _end_dynamic(op, run, outcome, counts, step_runs)
@@ -487,9 +507,7 @@ def _skip(op: Operator, run: dict[str, Any], invocation_id: str, why: str) -> No
         "message": why,
         "completionTime": now_iso(),
     }
-    status["conditions"] = [
-        steps.succeeded_condition(status, created["metadata"].get("generation"))
-    ]
+    status["conditions"] = [succeeded_condition(status, created["metadata"].get("generation"))]
     patched = op.kube.patch_status(
         STEP_RUNS, created["metadata"]["namespace"], created["metadata"]["name"], status
     )
@@ -516,7 +534,7 @@ def _record(op: Operator, run: dict[str, Any], phases: dict[str, str]) -> None:
                 PIPELINE_RUNS,
                 run["metadata"]["namespace"],
                 run["metadata"]["name"],
-                {"stepCounts": counts},
+                {"stepCounts": counts_patch(status.get("stepCounts"), counts)},
             )
             op.cache.put_run(patched)
         timeout = spec.get("timeoutSeconds")
@@ -566,7 +584,7 @@ def _finish(
     status: dict[str, Any] = {
         "phase": phase,
         "completionTime": now,
-        "stepCounts": counts,
+        "stepCounts": counts_patch((run.get("status") or {}).get("stepCounts"), counts),
         "observedGeneration": metadata.get("generation"),
         "conditions": [_condition(succeeded, reason, message or f"the run {phase}", run, now)],
         "message": message[:4096] or None,
@@ -588,6 +606,13 @@ def _finish(
     event_type = "Normal" if phase == "completed" else "Warning"
     op.kube.post_event(run, reason, message or f"the run {phase}", event_type)
     logger.info("PipelineRun %s ended %s: %s", describe(run), phase, message or reason)
+
+
+def counts_patch(old: dict[str, int] | None, new: dict[str, int]) -> dict[str, int | None]:
+    """A merge patch that turns the counts `old` into `new` (dropping phases now at 0)."""
+    patch: dict[str, int | None] = {phase: None for phase in old or {} if phase not in new}
+    patch.update(new)
+    return patch
 
 
 def _condition(

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from kstep.cluster import names
+from kstep.cluster.objects import succeeded_condition
 from kstep.materializers import materializer_version, resolve_materializer
 from kstep.stores.metadata import StepRunRecord, utcnow
 from kstep_operator.context import Operator, describe
@@ -494,30 +495,6 @@ def cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-_CONDITIONS = {
-    "running": ("Unknown", "Running"),
-    "retrying": ("Unknown", "Retrying"),
-    "completed": ("True", "Completed"),
-    "cached": ("True", "CacheHit"),
-    "failed": ("False", "Failed"),
-    "cancelled": ("False", "Cancelled"),
-    "skipped": ("False", "Skipped"),
-}
-
-
-def succeeded_condition(status: dict[str, Any], generation: int | None) -> dict[str, Any]:
-    """The `Succeeded` condition matching a status's phase and reason."""
-    value, default_reason = _CONDITIONS[status["phase"]]
-    return {
-        "type": "Succeeded",
-        "status": value,
-        "reason": status.get("reason") or default_reason,
-        "message": (status.get("message") or f"the step is {status['phase']}")[:4096],
-        "lastTransitionTime": now_iso()[:19] + "Z",
-        "observedGeneration": generation,
-    }
 
 
 def _patch(op: Operator, step_run: dict[str, Any], status: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from operator_harness import BIN, HERE, ROOT, Cluster, OperatorProcesses, free_port
 
 pytestmark = pytest.mark.cluster
@@ -20,12 +19,18 @@ pytestmark = pytest.mark.cluster
 def kstep_crds(control_plane: Any) -> None:
     """The project's CRDs, applied once and established."""
     kubectl = [str(BIN / "kubectl"), f"--kubeconfig={control_plane.admin_kubeconfig}"]
-    subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True,
-                   capture_output=True)
+    subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
     subprocess.run(
-        [*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-         "crd/pipelineruns.kstep.dev", "crd/stepruns.kstep.dev"],
-        check=True, capture_output=True,
+        [
+            *kubectl,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/pipelineruns.kstep.dev",
+            "crd/stepruns.kstep.dev",
+        ],
+        check=True,
+        capture_output=True,
     )
 
 
@@ -62,12 +67,17 @@ def kstep_cluster(
     core = client.CoreV1Api(api)
     code_env = {"PYTHONPATH": str(HERE), "KSTEP_TEST_SIDE_CHANNEL": str(side_channel)}
     secret_data = {**store_env, **code_env}
-    core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "kstep-stores"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret_data.items()},
-    })
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "kstep-step"},
-                                                       "automountServiceAccountToken": False})
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "kstep-stores"},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret_data.items()},
+        },
+    )
+    core.create_namespaced_service_account(
+        namespace, {"metadata": {"name": "kstep-step"}, "automountServiceAccountToken": False}
+    )
+    _grant_orchestrator(api, namespace)
 
     workdir = tmp_path / "operator"
     workdir.mkdir()
@@ -97,10 +107,54 @@ def kstep_cluster(
     def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / "kubectl"), f"--kubeconfig={control_plane.admin_kubeconfig}", *args],
-            input=input, capture_output=True, text=True,
+            input=input,
+            capture_output=True,
+            text=True,
         )
 
     try:
-        yield Cluster(api, namespace, processes, store_env, kubectl)
+        yield Cluster(api, namespace, processes, store_env, kubectl, kubelet_standin)
     finally:
         processes.stop()
+
+
+def _grant_orchestrator(api: Any, namespace: str) -> None:
+    """The orchestrator's service account: read runs, manage StepRuns, in this namespace."""
+    from kubernetes import client
+
+    client.CoreV1Api(api).create_namespaced_service_account(
+        namespace, {"metadata": {"name": "kstep-orchestrator"}}
+    )
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "kstep-orchestrator"},
+            "rules": [
+                {
+                    "apiGroups": ["kstep.dev"],
+                    "resources": ["pipelineruns"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["kstep.dev"],
+                    "resources": ["stepruns", "stepruns/status"],
+                    "verbs": ["get", "list", "watch", "create", "patch", "update"],
+                },
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "kstep-orchestrator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "kstep-orchestrator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "kstep-orchestrator", "namespace": namespace}
+            ],
+        },
+    )

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BIN = Path(sys.executable).parent
@@ -91,8 +89,15 @@ class OperatorProcesses:
 class Cluster:
     """What a test needs: the API as dicts, the operator's processes, the store settings."""
 
-    def __init__(self, api_client: Any, namespace: str, processes: OperatorProcesses,
-                 store_env: dict[str, str], kubectl: Any) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        namespace: str,
+        processes: OperatorProcesses,
+        store_env: dict[str, str],
+        kubectl: Any,
+        standin: Any = None,
+    ) -> None:
         from kubernetes import client
 
         self.api_client = api_client
@@ -103,17 +108,21 @@ class Cluster:
         self.processes = processes
         self.store_env = store_env
         self.kubectl = kubectl
+        self.standin = standin
+        self.standin = standin
 
     # -------------------------------------------------------------- runs
 
-    def render(self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
-               ) -> dict[str, Any]:
+    def render(
+        self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
+    ) -> dict[str, Any]:
         from kstep.cluster.render import render_pipeline_run
 
         return render_pipeline_run(pipeline, parameters or {}, namespace=self.namespace, **options)
 
-    def submit(self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
-               ) -> str:
+    def submit(
+        self, pipeline: Any, parameters: dict[str, Any] | None = None, **options: Any
+    ) -> str:
         manifest = self.render(pipeline, parameters, **options)
         self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "pipelineruns", manifest
@@ -121,12 +130,18 @@ class Cluster:
         return str(manifest["metadata"]["name"])
 
     def run(self, name: str) -> dict[str, Any]:
-        return dict(self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "pipelineruns", name
-        ))
+        return dict(
+            self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "pipelineruns", name
+            )
+        )
 
-    def wait(self, name: str, timeout: float = 90.0, phases: tuple[str, ...] = (
-            "completed", "failed", "cancelled")) -> dict[str, Any]:
+    def wait(
+        self,
+        name: str,
+        timeout: float = 90.0,
+        phases: tuple[str, ...] = ("completed", "failed", "cancelled"),
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = self.run(name)
@@ -137,6 +152,7 @@ class Cluster:
             f"run {name} did not reach {phases} in {timeout} s; it is "
             f"{json.dumps(self.run(name).get('status'), indent=1)}\n"
             f"steps: {self.step_phases(name)}\n--- operator logs ---\n{self.processes.log_text()}"
+            f"\n--- pod logs ---\n{self.pod_logs()}"
         )
 
     def step_runs(self, name: str) -> dict[str, dict[str, Any]]:
@@ -147,6 +163,19 @@ class Cluster:
 
     def step_phases(self, name: str) -> dict[str, str | None]:
         return {i: (s.get("status") or {}).get("phase") for i, s in self.step_runs(name).items()}
+
+    def pod_logs(self) -> str:
+        """The last lines of every pod's output in the namespace (for failure reports)."""
+        if self.standin is None:
+            return ""
+        texts = []
+        for pod in self.core.list_namespaced_pod(self.namespace).items:
+            try:
+                text = self.standin.logs(self.namespace, pod.metadata.name)
+            except Exception as error:
+                text = f"(no log: {error})"
+            texts.append(f"== {pod.metadata.name}\n{text[-3000:]}")
+        return "\n".join(texts)
 
     def jobs(self) -> list[Any]:
         return list(self.batch.list_namespaced_job(self.namespace).items)
@@ -171,8 +200,9 @@ class Cluster:
             return Client(settings)
 
     def apply_yaml(self, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("apply", "-n", self.namespace, "-f", "-",
-                            input=yaml.safe_dump(manifest))
+        from kstep.cluster.render import to_yaml
+
+        return self.kubectl("apply", "-n", self.namespace, "-f", "-", input=to_yaml(manifest))
 
 
 @contextlib.contextmanager

@@ -25,7 +25,8 @@ def mark(event: str) -> None:
 
 
 @step
-def seed(n: int) -> int:
+def seed(n: int, salt: str = "") -> int:
+    """`n`; `salt` keeps runs of different tests from sharing cache hits."""
     mark("start")
     print(f"seeding {n}")
     mark("end")
@@ -79,13 +80,13 @@ def broken(x: int) -> int:
 
 
 @pipeline
-def fan(n: int = 3) -> None:
-    """seed -> (square, cube) per item -> total."""
-    base = seed(n)
+def fan(n: int = 3, salt: str = "") -> None:
+    """seed(i) -> (square, cube) for i in 1..n -> total."""
     outputs = []
-    for _ in range(n):
-        outputs.append(square(base))
-        outputs.append(cube(base))
+    for i in range(1, n + 1):
+        value = seed(i, salt)
+        outputs.append(square(value))
+        outputs.append(cube(value))
     total(outputs)
 
 
@@ -95,11 +96,11 @@ def retried(fail_times: int = 2) -> None:
 
 
 @pipeline
-def branches() -> None:
+def branches(salt: str = "") -> None:
     """One branch fails (its dependant is skipped); the independent one completes."""
     bad = broken(1)
     square(bad)
-    good = seed(5)
+    good = seed(5, salt)
     square(good)
 
 
@@ -110,7 +111,27 @@ def sleepy(seconds: float = 30.0) -> None:
 
 
 @pipeline
-def chain(length: int = 5) -> None:
-    value = seed(1)
+def chain(length: int = 5, salt: str = "") -> None:
+    value = seed(1, salt)
     for _ in range(length - 1):
         value = square(value)
+
+
+@pipeline(dynamic=True)
+def dynamic_fan(n: int = 3, salt: str = "") -> None:
+    """Inline squares by map, isolated cubes by submit; totals of both."""
+    count = seed(n, salt).load()
+    squares = square.map(x=list(range(1, count + 1)))
+    cubes = [cube.submit(i) for i in range(1, count + 1)]
+    total(squares)
+    total(cubes)
+
+
+@pipeline(dynamic=True)
+def dynamic_branch(threshold: int = 2, salt: str = "") -> None:
+    """Branches on a loaded value: only the taken branch's step runs."""
+    value = seed(3, salt).load()
+    if value > threshold:
+        cube(value)
+    else:
+        square(value)

@@ -1,8 +1,9 @@
 """Manifests of the objects the operator creates: StepRuns and step Jobs.
 
 Names are deterministic (`kstep.cluster.names`), each child has an ownerReference to its
-parent (a StepRun to its PipelineRun, a Job to its StepRun) so deleting a run removes
-everything under it, and labels say which pipeline, run, step and invocation it serves.
+parent (a Job to its StepRun, as a StepRun to its PipelineRun: `kstep.cluster.objects`) so
+deleting a run removes everything under it, and labels say which pipeline, run, step and
+invocation it serves.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kstep.cluster import names
-from kstep.cluster.specs import API_VERSION, ORCHESTRATOR_CANNOT_START, ORCHESTRATOR_RUN_FAILED
+from kstep.cluster.objects import owner_reference, run_labels
+from kstep.cluster.specs import ORCHESTRATOR_CANNOT_START, ORCHESTRATOR_RUN_FAILED
 
 STEP_CONTAINER = "step"
 TERMINATION_LOG = "/dev/termination-log"
@@ -28,69 +30,6 @@ class PodDefaults:
     service_account: str
     orchestrator_service_account: str = "kstep-orchestrator"
     orchestrator_restart_limit: int = 6
-
-
-def owner_reference(parent: dict[str, Any], *, controller: bool = True) -> dict[str, Any]:
-    """An ownerReference to `parent`, so the child is deleted with it."""
-    metadata = parent["metadata"]
-    return {
-        "apiVersion": parent.get("apiVersion", API_VERSION),
-        "kind": parent["kind"],
-        "name": metadata["name"],
-        "uid": metadata["uid"],
-        "controller": controller,
-        "blockOwnerDeletion": True,
-    }
-
-
-def run_labels(run: dict[str, Any]) -> dict[str, str]:
-    """Labels every child of a run carries."""
-    return {
-        names.LABEL_PIPELINE: names.label_value(run["spec"]["pipelineName"]),
-        names.LABEL_RUN: names.label_value(run["metadata"]["name"]),
-    }
-
-
-def step_run_manifest(
-    run: dict[str, Any],
-    invocation_id: str,
-    definition: dict[str, Any],
-    inputs: dict[str, Any],
-    *,
-    upstream: list[str],
-    cache_key: str | None,
-) -> dict[str, Any]:
-    """The StepRun of one invocation of a run, with its inputs resolved to artifact versions."""
-    spec = run["spec"]
-    metadata = run["metadata"]
-    body: dict[str, Any] = {
-        "metadata": {
-            "name": names.step_run_name(metadata["name"], invocation_id),
-            "namespace": metadata["namespace"],
-            "labels": {
-                **run_labels(run),
-                names.LABEL_STEP: names.label_value(definition["step"]),
-                names.LABEL_INVOCATION: names.label_value(invocation_id),
-            },
-            "annotations": {names.ANNOTATION_INVOCATION: invocation_id},
-            "ownerReferences": [owner_reference(run)],
-        },
-        "spec": {
-            "pipelineRun": metadata["name"],
-            "runId": names.run_id(metadata["uid"]),
-            "invocationId": invocation_id,
-            "definition": definition,
-            "inputs": inputs,
-            "upstream": upstream,
-            "code": spec.get("code") or {},
-        },
-    }
-    for field in ("storeSecret", "serviceAccountName"):
-        if spec.get(field):
-            body["spec"][field] = spec[field]
-    if cache_key:
-        body["spec"]["cacheKey"] = cache_key
-    return body
 
 
 def runner_request(

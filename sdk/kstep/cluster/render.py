@@ -147,9 +147,35 @@ def render_pipeline_run(
     }
 
 
+class _ManifestDumper(yaml.SafeDumper):
+    """Quotes strings that YAML 1.1 readers (kubectl among them) take for booleans.
+
+    PyYAML writes `n`, `y`, `on`... unquoted, but Kubernetes' YAML parser reads them as
+    false or true: a step input named `n` would reach the cluster as the key `false`.
+    """
+
+
+_YAML11_BOOLEANS = frozenset(
+    f(word)
+    for word in ("y", "n", "yes", "no", "on", "off", "true", "false")
+    for f in (str.lower, str.upper, str.capitalize)
+)
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    if value in _YAML11_BOOLEANS:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+    return dumper.represent_str(value)
+
+
+_ManifestDumper.add_representer(str, _represent_str)
+
+
 def to_yaml(manifest: Mapping[str, Any]) -> str:
     """A manifest as YAML, keys in the order they were rendered (apiVersion first)."""
-    return yaml.safe_dump(dict(manifest), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        dict(manifest), Dumper=_ManifestDumper, sort_keys=False, allow_unicode=True, width=100
+    )
 
 
 # ------------------------------------------------------------------ checks
@@ -311,6 +337,15 @@ class _References:
 
 
 # ------------------------------------------------------------------ definitions
+
+
+def step_definition(pipeline: Pipeline, step: Step[..., Any]) -> dict[str, Any]:
+    """A step's StepRun definition, with references as this process imports them.
+
+    A dynamic run's orchestrator uses it: its code is already unpacked and importable, so
+    references need no relocation.
+    """
+    return _Definitions(_References(pipeline, None, False))._definition(step)
 
 
 class _Definitions:

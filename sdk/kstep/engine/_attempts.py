@@ -230,6 +230,30 @@ class AttemptLauncher:
             return False
         return current == record.materializer_version and self.stores.artifacts.exists(record.uri)
 
+    def record_skipped(
+        self, invocation_id: str, step: Step[..., Any], upstream: list[str], reason: str
+    ) -> str:
+        """Record an invocation that will never start; return its step run id."""
+        now = utcnow()
+        step_run_id = new_id()
+        self.stores.metadata.record_step_run(
+            StepRunRecord(
+                id=step_run_id,
+                run_id=self.run.id,
+                invocation_id=invocation_id,
+                step_name=step.name,
+                attempt=1,
+                status="skipped",
+                runtime=step.config.runtime or "inline",
+                upstream=upstream,
+                error_message=reason,
+                created_at=now,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        return step_run_id
+
     # -------------------------------------------------------------- attempts
 
     def start(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:

@@ -55,8 +55,7 @@ from kstep.engine._replay import ReplayIndex
 from kstep.engine._static import RunResult
 from kstep.materializers import resolve_materializer
 from kstep.runner import RunInfo, StepOutcome, load_artifact
-from kstep.stores.metadata import ArtifactVersionRecord, RunRecord, StepRunRecord, utcnow
-from kstep.stores.metadata.store import new_id
+from kstep.stores.metadata import ArtifactVersionRecord, RunRecord
 
 if TYPE_CHECKING:
     from kstep._pipelines import Pipeline
@@ -103,12 +102,19 @@ def run_dynamic(
     parameters: dict[str, Any],
     record: RunRecord | None = None,
     replay: ReplayIndex | None = None,
+    launcher: AttemptLauncher | None = None,
 ) -> Run:
-    """Run a dynamic pipeline's function with a `DynamicScope` and record the run's end."""
+    """Run a dynamic pipeline's function with a `DynamicScope` and record the run's end.
+
+    `launcher` starts the invocations; by default the local engine's (a dynamic run's
+    orchestrator on a cluster passes one that also records StepRuns).
+    """
     if record is None:
         record = engine.start_run(pipeline, parameters, mode="dynamic")
     info = RunInfo(record.id, record.name, pipeline.name)
-    scope = DynamicScope(AttemptLauncher(engine, info, pipeline.enable_cache, replay), pipeline)
+    if launcher is None:
+        launcher = AttemptLauncher(engine, info, pipeline.enable_cache, replay)
+    scope = DynamicScope(launcher, pipeline)
     token = pipeline_scope.set(scope)
     function_error: BaseException | None = None
     try:
@@ -528,22 +534,8 @@ class DynamicScope:
     def _skip(
         self, pending: _Pending, error: BaseException, root: InvocationState | None = None
     ) -> None:
-        now = utcnow()
-        self.stores.metadata.record_step_run(
-            StepRunRecord(
-                id=new_id(),
-                run_id=self.run.id,
-                invocation_id=pending.invocation_id,
-                step_name=pending.step.name,
-                attempt=1,
-                status="skipped",
-                runtime=pending.step.config.runtime or "inline",
-                upstream=pending.upstream,
-                error_message=str(error),
-                created_at=now,
-                finished_at=now,
-                updated_at=now,
-            )
+        self.launcher.record_skipped(
+            pending.invocation_id, pending.step, pending.upstream, str(error)
         )
         self._finish(pending.state, "skipped", error=error, root=root)
 

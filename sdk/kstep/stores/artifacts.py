@@ -360,8 +360,16 @@ class S3ArtifactStore(ArtifactStore):
         return _S3Read(self, uri)
 
     def exists(self, uri: str) -> bool:
+        from botocore.exceptions import ClientError
+
         bucket, key = parse_s3_uri(uri)
-        answer = self.client.list_objects_v2(Bucket=bucket, Prefix=key + "/", MaxKeys=1)
+        try:
+            answer = self.client.list_objects_v2(Bucket=bucket, Prefix=key + "/", MaxKeys=1)
+        except ClientError as error:
+            # A bucket that is gone (or no longer ours) holds nothing we can read.
+            if error.response.get("Error", {}).get("Code") in ("NoSuchBucket", "AccessDenied"):
+                return False
+            raise
         return bool(answer.get("KeyCount", 0))
 
     def log_uri(self, run_id: str, name: str) -> str:
