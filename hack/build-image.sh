@@ -187,22 +187,34 @@ if [ "$CHECK" = 1 ]; then
   [ "${out##*$'\n'}" = read-only ] || die "the root filesystem was writable: $out"
   log "ok: the root filesystem is read-only"
 
-  # Every console script of the distribution, read from the installed package's metadata, so
-  # one added to pyproject.toml is checked without changing this script.
+  # Every console script of the distribution, read from the installed package's metadata (so
+  # one added to pyproject.toml is checked without changing this script): its entry point
+  # loads. The command-line tools also answer --help.
   scripts=$(in_container "$TAG" python3 -c '
 from importlib.metadata import distribution
-print(" ".join(sorted(e.name for e in distribution("kstep").entry_points
-                      if e.group == "console_scripts")))')
-  for script in $scripts; do
-    in_container "$TAG" "$script" --help >/dev/null || die "$script --help failed"
-    log "ok: $script --help"
-  done
-  for script in kstep kstep-runner kstep-operator; do
+points = [e for e in distribution("kstep").entry_points if e.group == "console_scripts"]
+for point in points:
+    point.load()
+print(" ".join(sorted(point.name for point in points)))') || die "a console script does not load"
+  log "ok: every console script loads: $scripts"
+  for script in kstep kstep-runner kstep-operator kstep-orchestrator; do
     [[ " $scripts " == *" $script "* ]] || die "the image has no $script console script"
   done
-  in_container "$TAG" kstep-operator executor --help >/dev/null ||
-    die "kstep-operator executor --help failed"
-  log "ok: kstep-operator executor --help"
+  for command in kstep kstep-runner kstep-operator "kstep-operator executor"; do
+    # shellcheck disable=SC2086
+    in_container "$TAG" $command --help >/dev/null || die "$command --help failed"
+    log "ok: $command --help"
+  done
+
+  # The orchestrator is configured by its pod's environment; without it, it says what it
+  # needs and exits with its cannot-start code (4).
+  set +e
+  out=$(in_container "$TAG" kstep-orchestrator 2>&1)
+  code=$?
+  set -e
+  [ "$code" = 4 ] && grep -q 'KSTEP_RUN_NAME' <<<"$out" ||
+    die "kstep-orchestrator without a run exited with $code: $out"
+  log "ok: kstep-orchestrator starts and asks for its run"
 
   # The inline executor binds its socket under /tmp, then exits once idle.
   in_container "$TAG" kstep-operator executor --socket /tmp/run/executor.sock \

@@ -116,6 +116,8 @@ def helm_env(tmp_path: Path, control_plane: Any) -> dict[str, str]:
     )
     return {
         "PATH": os.environ["PATH"],
+        # helm keeps the API's discovery cache under $HOME/.kube.
+        "HOME": str(tmp_path),
         "KUBECONFIG": str(control_plane.admin_kubeconfig),
         "HELM_PLUGINS": str(tmp_path / "helm-plugins"),
         "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),

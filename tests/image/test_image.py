@@ -51,6 +51,8 @@ def test_image_runs_entry_points_and_pipelines_read_only_as_non_root() -> None:
         "ok: kstep --help",
         "ok: kstep-runner --help",
         "ok: kstep-operator --help",
+        "ok: kstep-operator executor --help",
+        "ok: kstep-orchestrator starts and asks for its run",
         "ok: kstep run quickstart.py:training completed",
         "ok: kstep run dynamic_tuning.py:tuning completed, with its isolated step",
     ):
