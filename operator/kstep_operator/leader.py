@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kstep_operator.kube import LEASES, ApiError, Kube, now_iso
+from kstep_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class LeaderElector:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, kube: Kube, settings: Any) -> LeaderElector:
+    def from_settings(cls, kube: Kube, settings: OperatorSettings) -> LeaderElector:
         """An elector configured by the operator's `lease_*` and `identity` settings."""
         return cls(
             kube,

@@ -149,6 +149,9 @@ def test_chart_rbac_lets_the_operator_do_its_work_and_nothing_more(
         assert as_operator.allowed("PATCH", f"{path}/x", {}), path
         assert as_operator.allowed("PATCH", f"{path}/x/status", {"status": {}}), path
     assert as_operator.allowed("POST", f"/api/v1/namespaces/{namespace}/events", body)
+    accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
+    assert as_operator.status("GET", f"{accounts}/{RELEASE}-step") == 200
+    assert not as_operator.allowed("POST", f"{accounts}/{RELEASE}-step/token", body)
 
     # The store Secret by name, and nothing else of Secrets.
     assert as_operator.status("GET", SECRETS.path(namespace, "kstep-stores")) == 200
