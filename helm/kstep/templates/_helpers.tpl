@@ -42,7 +42,8 @@ Version label: the image tag, without a digest, cut at 63 characters.
 */}}
 {{- define "kstep.versionLabel" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}
-{{- regexReplaceAll "[^a-zA-Z0-9._-]" (first (splitList "@" $tag)) "_" | trunc 63 | trimSuffix "-" -}}
+{{- $withoutDigest := first (splitList "@" $tag) -}}
+{{- regexReplaceAll "[^a-zA-Z0-9._-]" $withoutDigest "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/*
@@ -89,7 +90,8 @@ Name of the operator's ServiceAccount.
 */}}
 {{- define "kstep.operator.serviceAccountName" -}}
 {{- if .Values.operator.serviceAccount.create -}}
-{{- default (include "kstep.componentName" (dict "context" . "component" "operator")) .Values.operator.serviceAccount.name -}}
+{{- $default := include "kstep.componentName" (dict "context" . "component" "operator") -}}
+{{- default $default .Values.operator.serviceAccount.name -}}
 {{- else -}}
 {{- default "default" .Values.operator.serviceAccount.name -}}
 {{- end -}}
@@ -99,14 +101,16 @@ Name of the operator's ServiceAccount.
 Name of the step pods' ServiceAccount.
 */}}
 {{- define "kstep.steps.serviceAccountName" -}}
-{{- default (include "kstep.componentName" (dict "context" . "component" "step")) .Values.steps.serviceAccount.name -}}
+{{- $default := include "kstep.componentName" (dict "context" . "component" "step") -}}
+{{- default $default .Values.steps.serviceAccount.name -}}
 {{- end -}}
 
 {{/*
 Name of the ServiceAccount of dynamic runs' orchestrator pods.
 */}}
 {{- define "kstep.orchestrator.serviceAccountName" -}}
-{{- default (include "kstep.componentName" (dict "context" . "component" "orchestrator")) .Values.orchestrator.serviceAccount.name -}}
+{{- $default := include "kstep.componentName" (dict "context" . "component" "orchestrator") -}}
+{{- default $default .Values.orchestrator.serviceAccount.name -}}
 {{- end -}}
 
 {{/*
@@ -147,5 +151,6 @@ Names of the Secrets the operator may read: the store Secret and the extra ones 
 Label matchers that scope PromQL to this release's operator.
 */}}
 {{- define "kstep.metricsSelector" -}}
-namespace="{{ .Release.Namespace }}", service="{{ include "kstep.componentName" (dict "context" . "component" "metrics") }}"
+{{- $service := include "kstep.componentName" (dict "context" . "component" "metrics") -}}
+namespace="{{ .Release.Namespace }}", service="{{ $service }}"
 {{- end -}}
