@@ -89,8 +89,9 @@ make_base() {
   if [ ! -s "$tarball" ]; then
     command -v debootstrap >/dev/null ||
       die "debootstrap is not installed (Debian: apt-get install debootstrap)"
-    local rootfs
-    rootfs=$(mktemp -d "$CACHE/rootfs.XXXXXX")
+    # A directory of this process: one left by an interrupted run is removed first.
+    local rootfs=$CACHE/rootfs.$$
+    rm -rf "$rootfs"
     log "making the base: debootstrap $SUITE with $BASE_PACKAGES (a few minutes, once)"
     debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" \
       http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1 ||
