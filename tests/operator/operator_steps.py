@@ -135,3 +135,21 @@ def dynamic_branch(threshold: int = 2, salt: str = "") -> None:
         cube(value)
     else:
         square(value)
+
+
+@step
+def slow_add(x: int, pause: float = 0.3) -> int:
+    mark("start")
+    time.sleep(pause)
+    mark("end")
+    return x + 1
+
+
+@pipeline(dynamic=True)
+def dynamic_restartable(n: int = 4, salt: str = "") -> None:
+    """A chain of slow inline steps, then isolated naps: long enough to be interrupted."""
+    value = seed(n, salt)
+    for _ in range(n):
+        value = slow_add(value)
+    naps = [nap.submit(0.2 * (i + 1)) for i in range(2)]
+    square(value, after=naps)
