@@ -204,6 +204,20 @@ def get_json(control_plane: Any, *args: str) -> dict[str, Any]:
     return found
 
 
+def wait_for_status(
+    control_plane: Any, namespace: str, name: str, phase: str, timeout: float = 60.0
+) -> dict[str, Any]:
+    """A PipelineRun's status once it reaches `phase`."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = get_json(control_plane, "pipelinerun", name, "-n", namespace).get("status") or {}
+        if status.get("phase") == phase:
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"the run {name} did not become {phase} within {timeout} s: {status}")
+
+
 def wait_for_leader(port: int, timeout: float = 60.0) -> str:
     """The operator's /readyz once it leads and its executor is connected.
 
@@ -270,6 +284,21 @@ def test_chart_install_runs_a_pipeline_and_uninstall_keeps_the_crds_and_runs(
     ]
     assert step_pods and {p["serviceAccountName"] for p in step_pods} == {f"{RELEASE}-step"}
 
+    # A run naming a Secret the chart's RBAC does not let the operator read fails at once.
+    quickstart = import_reference(f"{ROOT}/examples/quickstart.py:training")
+    forbidden = submit(
+        quickstart,
+        {"rows": 20},
+        namespace=namespace,
+        kubeconfig=control_plane.admin_kubeconfig,
+        settings=Settings(home=str(tmp_path / "home")),
+        store_secret="unlisted",
+    )
+    forbidden.close()
+    status = wait_for_status(control_plane, namespace, forbidden.name, "failed")
+    assert status["conditions"][0]["reason"] == "SecretForbidden", status
+    assert "may not read the store Secret 'unlisted'" in status["message"]
+
     # Uninstalling removes the operator but keeps the CRDs, and with them the users' runs.
     result = installed["helm"]("uninstall", RELEASE, "--wait", "--timeout", "60s")
     installed["uninstalled"] = True
@@ -277,7 +306,9 @@ def test_chart_install_runs_a_pipeline_and_uninstall_keeps_the_crds_and_runs(
     assert "kept" in result.stdout + result.stderr
     control_plane.kubectl("get", "crd", "pipelineruns.kstep.dev", "stepruns.kstep.dev")
     runs = control_plane.kubectl("get", "pipelineruns", "-n", namespace, "-o", "name").stdout
-    assert runs.split() == [f"pipelinerun.kstep.dev/{run.name}"]
+    assert sorted(runs.split()) == sorted(
+        f"pipelinerun.kstep.dev/{name}" for name in (run.name, forbidden.name)
+    )
     deployments = control_plane.kubectl("get", "deployments", "-n", namespace, "-o", "name")
     assert deployments.stdout.strip() == ""
     print(f"helm install took {installed['seconds']:.1f} s")
