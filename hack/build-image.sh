@@ -152,6 +152,7 @@ if [ "$BUILD" = 1 ]; then
 
   log "building $TAG"
   build_start=$SECONDS
+  previous=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
   podman --runtime "$RUNTIME" build --quiet "${LIMITS[@]}" --network none \
     --volume "$WHEELS:/wheels:ro" \
     --build-arg "BASE_IMAGE=$BASE" \
@@ -160,6 +161,12 @@ if [ "$BUILD" = 1 ]; then
     --tag "$TAG" --file "$ROOT/Dockerfile" "$ROOT" >/dev/null
   log "built $TAG in $((SECONDS - build_start)) s ($(podman image inspect --format \
     '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1 / 1e6}'))"
+  # The image this tag named before is of no use any more (the builder stage's layers stay,
+  # as the next build's cache).
+  if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$TAG")" ]
+  then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+  fi
 else
   podman image exists "$TAG" || die "there is no image $TAG to check; build it first"
   RUNTIME=$(pick_runtime "$TAG")
