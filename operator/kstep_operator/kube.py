@@ -159,6 +159,17 @@ class Kube:
             )
         return self.create(kind, namespace, body)
 
+    def replace(
+        self, kind: Kind, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace an object whole.
+
+        With `metadata.resourceVersion` in `body`, the write succeeds only if nobody changed
+        the object since that version was read; otherwise it raises `ApiError` with status 409.
+        """
+        body = {"apiVersion": kind.api_version, "kind": kind.kind, **body}
+        return dict(self.request("PUT", kind.path(namespace, name), body=body))
+
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch an object."""
         return dict(

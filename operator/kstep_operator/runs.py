@@ -193,18 +193,25 @@ def _check(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
     needs_default = any(
         d.get("runtime") == "isolated" for d in (spec.get("definitions") or {}).values()
     )
-    if secret and not op.secret_exists(namespace, secret):
-        return dag.Problem(
-            "SecretNotFound",
+    secret_problem = None
+    if secret:
+        secret_problem = _secret_problem(
+            op,
+            namespace,
+            secret,
             f"spec.storeSecret names the Secret {secret!r}, which does not exist in namespace "
             f"{namespace!r}",
         )
-    if not secret and needs_default and not op.secret_exists(namespace, op.defaults.store_secret):
-        return dag.Problem(
-            "SecretNotFound",
+    elif needs_default:
+        secret_problem = _secret_problem(
+            op,
+            namespace,
+            op.defaults.store_secret,
             f"isolated steps need the store Secret {op.defaults.store_secret!r} in namespace "
             f"{namespace!r} (or a spec.storeSecret that exists)",
         )
+    if secret_problem is not None:
+        return secret_problem
     accounts = set()
     if spec.get("mode") == "dynamic":
         accounts.add(spec.get("serviceAccountName") or op.defaults.orchestrator_service_account)
@@ -218,6 +225,23 @@ def _check(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
                 f"in namespace {namespace!r}",
             )
     return _check_functions(op, run)
+
+
+def _secret_problem(op: Operator, namespace: str, name: str, missing: str) -> dag.Problem | None:
+    """Why a run's pods cannot use the store Secret `name`, or None when they can."""
+    try:
+        if op.secret_exists(namespace, name):
+            return None
+    except ApiError as error:
+        # RBAC lets the operator read store Secrets by name only: retrying cannot help.
+        if error.status != 403:
+            raise
+        return dag.Problem(
+            "SecretForbidden",
+            f"the operator may not read the store Secret {name!r} in namespace {namespace!r}; "
+            "its RBAC names the Secrets it may read (stores.extraSecretNames in the Helm chart)",
+        )
+    return dag.Problem("SecretNotFound", missing)
 
 
 def _check_functions(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
