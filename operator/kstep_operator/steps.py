@@ -293,6 +293,11 @@ def _settle(
     op: Operator, step_run: dict[str, Any], attempt: int, row: Any, reason: str | None = None
 ) -> None:
     """Turn an ended attempt's row into the StepRun's status (done, retry, or failed)."""
+    metadata = step_run["metadata"]
+    current = op.cache.step(metadata["namespace"], metadata["name"])
+    if current is not None and (current.get("status") or {}).get("phase") in dag.TERMINAL:
+        # Cancelled (or settled) meanwhile by another reconcile: that outcome stands.
+        return
     runtime = step_run["spec"]["definition"].get("runtime", "inline")
     started = parse_time((step_run.get("status") or {}).get("startTime"))
     now = now_iso()
@@ -469,21 +474,14 @@ def _still_valid(op: Operator, record: Any) -> bool:
 
 
 def cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
-    """Stop a StepRun: delete its Job (killing the pod); mark it and its attempt cancelled.
+    """Stop a StepRun: mark it and its attempt cancelled, and delete its Job (and pod).
 
-    An inline step cannot be interrupted inside its thread; it is marked cancelled at once
-    and whatever it records later is ignored.
+    It is marked before its Job goes, so that the Job's disappearance is not taken for a lost
+    Job by a step reconcile running meanwhile. An inline step cannot be interrupted inside its
+    thread; it is marked cancelled at once and whatever it records later is ignored.
     """
     metadata = step_run["metadata"]
-    status = step_run.get("status") or {}
-    if status.get("jobName"):
-        op.kube.delete(JOBS, metadata["namespace"], status["jobName"])
-    if status.get("stepRunId"):
-        row = _row(op, status["stepRunId"])
-        if row is not None and row.status == "running":
-            op.stores.metadata.update_step_run(
-                row.id, status="cancelled", finished_at=utcnow(), error_message=why
-            )
+    status = dict(step_run.get("status") or {})
     _patch(
         op,
         step_run,
@@ -495,6 +493,14 @@ def cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
             "retryAt": None,
         },
     )
+    if status.get("jobName"):
+        op.kube.delete(JOBS, metadata["namespace"], status["jobName"])
+    if status.get("stepRunId"):
+        row = _row(op, status["stepRunId"])
+        if row is not None and row.status == "running":
+            op.stores.metadata.update_step_run(
+                row.id, status="cancelled", finished_at=utcnow(), error_message=why
+            )
     op.metrics.steps.labels(
         "cancelled", step_run["spec"]["definition"].get("runtime", "inline")
     ).inc()
