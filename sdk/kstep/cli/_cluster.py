@@ -9,18 +9,10 @@ from typing import Any
 import click
 
 from kstep.cli._lookup import user_errors
-from kstep.cli._run import load_pipeline, parse_parameters, report
+from kstep.cli._run import PARAM_OPTION, load_pipeline, parse_parameters, report
 
 logger = logging.getLogger(__name__)
 
-_PARAM = click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A pipeline parameter; VALUE is read as JSON, else taken as a plain string.",
-)
 _IMAGE = click.option("--image", help="Image of the run's pods (default: the operator's).")
 _NO_PACK = click.option(
     "--code-in-image",
@@ -32,7 +24,7 @@ _NAME = click.option("--name", help="The PipelineRun's name (default: pipeline-t
 
 @click.command("compile")
 @click.argument("target")
-@_PARAM
+@PARAM_OPTION
 @_IMAGE
 @_NO_PACK
 @_NAME
@@ -81,7 +73,7 @@ def compile_run(
 
 @click.command("submit")
 @click.argument("target")
-@_PARAM
+@PARAM_OPTION
 @_IMAGE
 @_NO_PACK
 @_NAME

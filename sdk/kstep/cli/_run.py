@@ -23,9 +23,7 @@ logger = logging.getLogger(__name__)
 TARGET_FORMS = "path/to/file.py:pipeline_name or module:pipeline_name"
 
 
-@click.command()
-@click.argument("target")
-@click.option(
+PARAM_OPTION = click.option(
     "-p",
     "--param",
     "params",
@@ -33,6 +31,11 @@ TARGET_FORMS = "path/to/file.py:pipeline_name or module:pipeline_name"
     metavar="KEY=VALUE",
     help="A pipeline parameter; VALUE is read as JSON, else taken as a plain string.",
 )
+
+
+@click.command()
+@click.argument("target")
+@PARAM_OPTION
 def run(target: str, params: tuple[str, ...]) -> None:
     """Run the pipeline TARGET on the local engine.
 

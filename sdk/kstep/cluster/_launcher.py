@@ -194,6 +194,18 @@ class ClusterLauncher(AttemptLauncher):
         self.tracker.put(created)
         return dict(created)
 
+    def _object_for(self, prepared: PreparedInvocation, executor: str) -> dict[str, Any]:
+        """The StepRun of a prepared invocation, created if this run has none yet."""
+        return self._ensure_object(
+            prepared.invocation_id,
+            prepared.step,
+            _inputs_json(prepared),
+            prepared.upstream,
+            cache_key=prepared.cache_key,
+            executor=executor,
+            fingerprint=prepared.input_fingerprint,
+        )
+
     def _set_status(self, step_run: dict[str, Any], status: dict[str, Any]) -> None:
         if "phase" in status:
             status["conditions"] = [succeeded_condition(status)]
@@ -214,15 +226,7 @@ class ClusterLauncher(AttemptLauncher):
         outputs: dict[str, ArtifactVersionRecord],
         reason: str,
     ) -> None:
-        step_run = self._ensure_object(
-            prepared.invocation_id,
-            prepared.step,
-            _inputs_json(prepared),
-            prepared.upstream,
-            cache_key=prepared.cache_key,
-            executor="orchestrator",
-            fingerprint=prepared.input_fingerprint,
-        )
+        step_run = self._object_for(prepared, "orchestrator")
         stamp = _now()
         self._set_status(
             step_run,
@@ -336,15 +340,7 @@ class ClusterLauncher(AttemptLauncher):
         return None
 
     def _start_isolated(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
-        step_run = self._ensure_object(
-            prepared.invocation_id,
-            prepared.step,
-            _inputs_json(prepared),
-            prepared.upstream,
-            cache_key=prepared.cache_key,
-            executor="operator",
-            fingerprint=prepared.input_fingerprint,
-        )
+        step_run = self._object_for(prepared, "operator")
         prepared.attempts += 1
         self.tracker.when_ended(
             step_run["metadata"]["name"], lambda body: on_done(self._outcome(body))
@@ -352,15 +348,7 @@ class ClusterLauncher(AttemptLauncher):
         return RunningAttempt()
 
     def _start_inline(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
-        step_run = self._ensure_object(
-            prepared.invocation_id,
-            prepared.step,
-            _inputs_json(prepared),
-            prepared.upstream,
-            cache_key=prepared.cache_key,
-            executor="orchestrator",
-            fingerprint=prepared.input_fingerprint,
-        )
+        step_run = self._object_for(prepared, "orchestrator")
         started = (step_run.get("status") or {}).get("startTime") or _now()
 
         def done(outcome: StepOutcome) -> None:
