@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from kstep._errors import NotFoundError, StoreError
+from kstep._interrupts import interrupts_deferred
 from kstep.stores.metadata import models
 from kstep.stores.metadata.records import (
     ArtifactVersionRecord,
@@ -104,7 +105,7 @@ class MetadataStore:
     def writing(self) -> Iterator[Connection]:
         """A write transaction (the SQLite write lock is taken when it begins)."""
         lock = self._write_lock or contextlib.nullcontext()
-        with lock, self.engine.connect() as connection:
+        with interrupts_deferred(), lock, self.engine.connect() as connection:
             connection.info["kstep_write"] = True
             try:
                 with connection.begin():
