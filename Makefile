@@ -22,9 +22,11 @@ example:
 test:
 	$(BIN)/pytest
 
+LINT_PATHS := $(wildcard sdk operator tests bench examples hack)
+
 lint:
-	$(BIN)/ruff format --check sdk operator tests bench examples hack
-	$(BIN)/ruff check sdk operator tests bench examples hack
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
