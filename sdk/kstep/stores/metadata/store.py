@@ -21,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    bindparam,
     create_engine,
     event,
     func,
@@ -68,6 +69,15 @@ _VERSION_COLUMNS = [
 ]
 _versions_joined = versions_t.join(artifacts_t, versions_t.c.artifact_id == artifacts_t.c.id)
 
+# Statements of the per-step hot path, built once: building a statement costs more than
+# SQLAlchemy's cached execution of it. Updates take their SET columns from the parameters.
+_INSERT_STEP_RUN = insert(steps_t)
+_INSERT_INPUTS = insert(inputs_t)
+_INSERT_OUTPUTS = insert(outputs_t)
+_INSERT_VERSION = insert(versions_t)
+_INSERT_METADATA = insert(metadata_t)
+_UPDATE_STEP_RUN = update(steps_t).where(steps_t.c.id == bindparam("step_run_id_"))
+
 
 def new_id() -> str:
     """A fresh id for a row."""
@@ -83,6 +93,21 @@ class MetadataStore:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._pipeline_ids: dict[str, str] = {}
+
+        # Dialect-specific upserts, built once for the same reason as the statements above.
+        upsert = self._dialect_insert(metadata_t)
+        self._upsert_metadata_statement = upsert.on_conflict_do_update(
+            index_elements=["entity_type", "entity_id", "key"],
+            set_={"value": upsert.excluded.value, "created_at": upsert.excluded.created_at},
+        )
+        self._next_version = (
+            self._dialect_insert(artifacts_t)
+            .on_conflict_do_update(
+                index_elements=["name"],
+                set_={"latest_version": artifacts_t.c.latest_version + 1},
+            )
+            .returning(artifacts_t.c.id, artifacts_t.c.latest_version)
+        )
 
     @classmethod
     def open(cls, url: str) -> MetadataStore:
@@ -126,7 +151,7 @@ class MetadataStore:
         with self.writing() as connection:
             pipeline_id = self._pipeline_id(connection, run.pipeline_name)
             connection.execute(
-                insert(runs_t), {**dataclasses.asdict(run), "pipeline_id": pipeline_id}
+                insert(runs_t), {**_row_of(run, _RUN_FIELDS), "pipeline_id": pipeline_id}
             )
 
     def _pipeline_id(self, connection: Connection, name: str) -> str:
@@ -184,7 +209,7 @@ class MetadataStore:
     def start_step_run(self, step_run: StepRunRecord, inputs: Iterable[InputEdge] = ()) -> None:
         """Insert a step run row and its input edges."""
         with self.writing() as connection:
-            connection.execute(insert(steps_t), dataclasses.asdict(step_run))
+            connection.execute(_INSERT_STEP_RUN, _row_of(step_run, _STEP_FIELDS))
             self._insert_inputs(connection, step_run.id, inputs)
 
     def _insert_inputs(
@@ -201,7 +226,7 @@ class MetadataStore:
             for edge in inputs
         ]
         if rows:
-            connection.execute(insert(inputs_t), rows)
+            connection.execute(_INSERT_INPUTS, rows)
 
     def update_step_run(self, step_run_id: str, **values: Any) -> None:
         """Set columns of a step run row."""
@@ -227,7 +252,7 @@ class MetadataStore:
             records = [self._insert_version(connection, new, step_run_id, now) for new in outputs]
             if records:
                 connection.execute(
-                    insert(outputs_t),
+                    _INSERT_OUTPUTS,
                     [
                         {
                             "step_run_id": step_run_id,
@@ -237,15 +262,27 @@ class MetadataStore:
                         for new in outputs
                     ],
                 )
-            for new in outputs:
-                if new.metadata:
-                    self._upsert_metadata(connection, "artifact_version", new.id, new.metadata)
+
+            # A new version has no metadata yet, so its entries need no upsert.
+            entries = [
+                _metadata_row("artifact_version", new.id, key, value, now)
+                for new in outputs
+                for key, value in new.metadata.items()
+            ]
+            if entries:
+                connection.execute(_INSERT_METADATA, entries)
             if metadata:
                 self._upsert_metadata(connection, "step_run", step_run_id, metadata)
+
             connection.execute(
-                update(steps_t)
-                .where(steps_t.c.id == step_run_id)
-                .values(status=status, finished_at=now, updated_at=now, **values)
+                _UPDATE_STEP_RUN,
+                {
+                    "step_run_id_": step_run_id,
+                    "status": status,
+                    "finished_at": now,
+                    "updated_at": now,
+                    **values,
+                },
             )
         return records
 
@@ -256,22 +293,14 @@ class MetadataStore:
         producer_id: str | None,
         now: datetime.datetime,
     ) -> ArtifactVersionRecord:
-        # The version number comes from an atomic increment on the artifact's row, so
+        # The version number comes from an atomic upsert on the artifact's row, so
         # concurrent writers of the same artifact get 1, 2, 3 ... without gaps or clashes.
-        self._insert_ignore(
-            connection,
-            artifacts_t,
-            {"id": new_id(), "name": new.artifact_name, "latest_version": 0, "created_at": now},
-            ["name"],
-        )
         artifact_id, version = connection.execute(
-            update(artifacts_t)
-            .where(artifacts_t.c.name == new.artifact_name)
-            .values(latest_version=artifacts_t.c.latest_version + 1)
-            .returning(artifacts_t.c.id, artifacts_t.c.latest_version)
+            self._next_version,
+            {"id": new_id(), "name": new.artifact_name, "latest_version": 1, "created_at": now},
         ).one()
         connection.execute(
-            insert(versions_t),
+            _INSERT_VERSION,
             {
                 "id": new.id,
                 "artifact_id": artifact_id,
@@ -306,11 +335,11 @@ class MetadataStore:
     ) -> None:
         """Insert a finished step run in one go (a cache hit or a skipped step)."""
         with self.writing() as connection:
-            connection.execute(insert(steps_t), dataclasses.asdict(step_run))
+            connection.execute(_INSERT_STEP_RUN, _row_of(step_run, _STEP_FIELDS))
             self._insert_inputs(connection, step_run.id, inputs)
             if outputs:
                 connection.execute(
-                    insert(outputs_t),
+                    _INSERT_OUTPUTS,
                     [
                         {"step_run_id": step_run.id, "name": name, "artifact_version_id": av}
                         for name, av in outputs.items()
@@ -481,21 +510,9 @@ class MetadataStore:
     ) -> None:
         now = utcnow()
         rows = [
-            {
-                "entity_type": entity_type,
-                "entity_id": entity_id,
-                "key": key,
-                "value": value,
-                "created_at": now,
-            }
-            for key, value in values.items()
+            _metadata_row(entity_type, entity_id, key, value, now) for key, value in values.items()
         ]
-        statement = self._dialect_insert(metadata_t)
-        statement = statement.on_conflict_do_update(
-            index_elements=["entity_type", "entity_id", "key"],
-            set_={"value": statement.excluded.value, "created_at": statement.excluded.created_at},
-        )
-        connection.execute(statement, rows)
+        connection.execute(self._upsert_metadata_statement, rows)
 
     def _dialect_insert(self, table: Any) -> Any:
         if self.is_sqlite:
@@ -503,13 +520,6 @@ class MetadataStore:
         else:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         return dialect_insert(table)
-
-    def _insert_ignore(
-        self, connection: Connection, table: Any, values: dict[str, Any], keys: list[str]
-    ) -> None:
-        connection.execute(
-            self._dialect_insert(table).on_conflict_do_nothing(index_elements=keys), values
-        )
 
     # ------------------------------------------------------------ housekeeping
 
@@ -567,6 +577,24 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _metadata_row(
+    entity_type: str, entity_id: str, key: str, value: Any, now: datetime.datetime
+) -> dict[str, Any]:
+    return {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "key": key,
+        "value": value,
+        "created_at": now,
+    }
+
+
+def _row_of(record: Any, fields: list[str]) -> dict[str, Any]:
+    # A shallow copy: `dataclasses.asdict` deep-copies every JSON value, which costs more
+    # than the insert itself, and the row is only read while the statement runs.
+    return {name: getattr(record, name) for name in fields}
 
 
 def _run(row: Row[Any]) -> RunRecord:
