@@ -58,7 +58,8 @@ def summarize_workload(workload: Workload, samples: list[dict[str, Any]]) -> dic
     """Per metric: median, min, max over the samples that succeeded; plus the failures."""
     good = [workload.metrics(s) for s in samples if "error" not in s]
     errors = [s["error"] for s in samples if "error" in s]
-    metrics = {name: summarize([m[name] for m in good]) for name in (good[0] if good else {})}
+    names = dict.fromkeys(name for m in good for name in m)
+    metrics = {name: summarize([m[name] for m in good if name in m]) for name in names}
     return {"metrics": metrics, "errors": errors}
 
 

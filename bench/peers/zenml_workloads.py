@@ -9,6 +9,7 @@ to the scratch directory and turns analytics off.
 from __future__ import annotations
 
 import os
+import pathlib
 
 import numpy as np
 from _worker import (
@@ -86,7 +87,7 @@ def output_of(run_id: object, invocation: str) -> object:
 def main() -> None:
     args = parse_args()
     if not os.path.isdir(os.path.join(os.getcwd(), ".zen")):
-        Client.initialize(root=os.getcwd())
+        Client.initialize(root=pathlib.Path.cwd())
 
     if args.workload == "W1":
         runs = []
