@@ -94,6 +94,12 @@ class MetadataStore:
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._pipeline_ids: dict[str, str] = {}
 
+        # On SQLite each thread keeps one connection between transactions: checking one out
+        # of the pool and back costs more than a step's small write itself.
+        self._local = threading.local()
+        self._held: list[Connection] = []
+        self._held_lock = threading.Lock()
+
         # Dialect-specific upserts, built once for the same reason as the statements above.
         upsert = self._dialect_insert(metadata_t)
         self._upsert_metadata_statement = upsert.on_conflict_do_update(
@@ -119,16 +125,42 @@ class MetadataStore:
         return cls(engine)
 
     def close(self) -> None:
-        """Release the store's connections."""
+        """Release the store's connections (the store opens new ones if used again)."""
+        with self._held_lock:
+            held, self._held = self._held, []
+            self._local = threading.local()
+        for connection in held:
+            if not connection.in_transaction():
+                connection.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------ transactions
 
     @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        if not self.is_sqlite:
+            with self.engine.connect() as connection:
+                yield connection
+            return
+        local = self._local
+        connection: Connection | None = getattr(local, "connection", None)
+        if connection is None or connection.closed:
+            connection = self.engine.connect()
+            local.connection = connection
+            with self._held_lock:
+                self._held.append(connection)
+        if connection.in_transaction():
+            # A transaction nested in another of the same thread gets a connection of its own.
+            with self.engine.connect() as other:
+                yield other
+            return
+        yield connection
+
+    @contextlib.contextmanager
     def writing(self) -> Iterator[Connection]:
         """A write transaction (the SQLite write lock is taken when it begins)."""
         lock = self._write_lock or contextlib.nullcontext()
-        with lock, self.engine.connect() as connection:
+        with lock, self._connection() as connection:
             connection.info["kstep_write"] = True
             try:
                 with connection.begin():
@@ -141,7 +173,7 @@ class MetadataStore:
     @contextlib.contextmanager
     def reading(self) -> Iterator[Connection]:
         """A read transaction."""
-        with self.engine.connect() as connection, connection.begin():
+        with self._connection() as connection, connection.begin():
             yield connection
 
     # ------------------------------------------------------------ runs
@@ -572,9 +604,12 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         # Writers take the lock up front; a deferred transaction that later writes can fail
-        # with "database is locked" instead of waiting its turn.
+        # with "database is locked" instead of waiting its turn. Sent to the driver directly:
+        # SQLAlchemy's statement machinery would cost more than the statement.
         immediate = connection.info.get("kstep_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
