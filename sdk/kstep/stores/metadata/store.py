@@ -77,6 +77,34 @@ _INSERT_OUTPUTS = insert(outputs_t)
 _INSERT_VERSION = insert(versions_t)
 _INSERT_METADATA = insert(metadata_t)
 _UPDATE_STEP_RUN = update(steps_t).where(steps_t.c.id == bindparam("step_run_id_"))
+_INSERT_RUN = insert(runs_t)
+
+
+def _cache_hit_query(since: bool) -> Any:
+    # One statement for the newest completed step run under a cache key and its outputs
+    # (none for a step without outputs, hence the outer join).
+    newest = (
+        select(steps_t.c.id)
+        .where(steps_t.c.cache_key == bindparam("cache_key"), steps_t.c.status == "completed")
+        .order_by(steps_t.c.finished_at.desc())
+        .limit(1)
+    )
+    if since:
+        newest = newest.where(steps_t.c.finished_at >= bindparam("not_before"))
+    produced = outputs_t.join(_versions_joined, outputs_t.c.artifact_version_id == versions_t.c.id)
+    return (
+        select(*[steps_t.c[name] for name in _STEP_FIELDS], outputs_t.c.name, *_VERSION_COLUMNS)
+        .select_from(steps_t.outerjoin(produced, outputs_t.c.step_run_id == steps_t.c.id))
+        .where(steps_t.c.id == newest.scalar_subquery())
+    )
+
+
+_CACHE_HIT = _cache_hit_query(since=False)
+_CACHE_HIT_SINCE = _cache_hit_query(since=True)
+_UPDATE_RUN = update(runs_t).where(runs_t.c.id == bindparam("run_id_"))
+_SELECT_RUN = select(runs_t).where(
+    (runs_t.c.id == bindparam("id_or_name")) | (runs_t.c.name == bindparam("id_or_name"))
+)
 
 
 def new_id() -> str:
@@ -183,7 +211,7 @@ class MetadataStore:
         with self.writing() as connection:
             pipeline_id = self._pipeline_id(connection, run.pipeline_name)
             connection.execute(
-                insert(runs_t), {**_row_of(run, _RUN_FIELDS), "pipeline_id": pipeline_id}
+                _INSERT_RUN, {**_row_of(run, _RUN_FIELDS), "pipeline_id": pipeline_id}
             )
 
     def _pipeline_id(self, connection: Connection, name: str) -> str:
@@ -205,14 +233,12 @@ class MetadataStore:
         """Set columns of a run row (status, times, message, owner...)."""
         values["updated_at"] = utcnow()
         with self.writing() as connection:
-            connection.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
+            connection.execute(_UPDATE_RUN, {"run_id_": run_id, **values})
 
     def get_run(self, id_or_name: str) -> RunRecord:
         """A run by id or by name."""
         with self.reading() as connection:
-            row = connection.execute(
-                select(runs_t).where((runs_t.c.id == id_or_name) | (runs_t.c.name == id_or_name))
-            ).first()
+            row = connection.execute(_SELECT_RUN, {"id_or_name": id_or_name}).first()
         if row is None:
             raise NotFoundError(f"no pipeline run has the id or name {id_or_name!r}")
         return _run(row)
@@ -264,7 +290,7 @@ class MetadataStore:
         """Set columns of a step run row."""
         values["updated_at"] = utcnow()
         with self.writing() as connection:
-            connection.execute(update(steps_t).where(steps_t.c.id == step_run_id).values(**values))
+            connection.execute(_UPDATE_STEP_RUN, {"step_run_id_": step_run_id, **values})
 
     def finish_step_run(
         self,
@@ -400,20 +426,21 @@ class MetadataStore:
         self, cache_key: str, not_before: datetime.datetime | None = None
     ) -> tuple[StepRunRecord, dict[str, ArtifactVersionRecord]] | None:
         """The newest step run that produced outputs under `cache_key`, with those outputs."""
-        query = (
-            select(steps_t)
-            .where(steps_t.c.cache_key == cache_key, steps_t.c.status == "completed")
-            .order_by(steps_t.c.finished_at.desc())
-            .limit(1)
-        )
-        if not_before is not None:
-            query = query.where(steps_t.c.finished_at >= not_before)
+        if not_before is None:
+            query, parameters = _CACHE_HIT, {"cache_key": cache_key}
+        else:
+            query = _CACHE_HIT_SINCE
+            parameters = {"cache_key": cache_key, "not_before": not_before}
         with self.reading() as connection:
-            row = connection.execute(query).first()
-            if row is None:
-                return None
-            outputs = self._outputs(connection, row.id)
-        return _step(row), outputs
+            rows = connection.execute(query, parameters).all()
+        if not rows:
+            return None
+        width = len(_STEP_FIELDS)
+        step_run = StepRunRecord(*tuple(rows[0])[:width])
+        outputs = {
+            row[width]: _version(row, offset=width + 1) for row in rows if row[width] is not None
+        }
+        return step_run, outputs
 
     # ------------------------------------------------------------ artifacts and lineage
 
