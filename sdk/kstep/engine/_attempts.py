@@ -82,6 +82,9 @@ class AttemptLauncher:
         self.settings = engine.settings
         self.run = run
         self.pipeline_cache = pipeline_cache
+        # A step's fingerprint (source hash, output materializers) does not change during a
+        # run; a chain of the same step would otherwise recompute it per invocation.
+        self._fingerprints: dict[Step[..., Any], dict[str, Any]] = {}
 
     # -------------------------------------------------------------- preparing
 
@@ -113,9 +116,12 @@ class AttemptLauncher:
                         )
                     elif isinstance(item, Param):
                         tokens[name].append(item.value)
-        cache_key = compute_cache_key(step_fingerprint(step), parameters, tokens)
+        fingerprint = self._fingerprints.get(step)
+        if fingerprint is None:
+            fingerprint = self._fingerprints[step] = step_fingerprint(step)
+        cache_key = compute_cache_key(fingerprint, parameters, tokens)
         enabled = step.config.enable_cache
-        fingerprint = hashlib.sha256(canonical_json(bindings_to_json(inputs)).encode()).hexdigest()
+        inputs_hash = hashlib.sha256(canonical_json(bindings_to_json(inputs)).encode()).hexdigest()
         return PreparedInvocation(
             invocation_id=invocation_id,
             step=step,
@@ -125,7 +131,7 @@ class AttemptLauncher:
             parameters=parameters,
             edges=edges,
             cache_key=cache_key,
-            input_fingerprint=fingerprint,
+            input_fingerprint=inputs_hash,
             runtime=step.config.runtime or "inline",
             cache_enabled=self.pipeline_cache if enabled is None else enabled,
         )
