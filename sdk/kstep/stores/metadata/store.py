@@ -91,10 +91,15 @@ def _cache_hit_query(since: bool) -> Any:
     )
     if since:
         newest = newest.where(steps_t.c.finished_at >= bindparam("not_before"))
-    produced = outputs_t.join(_versions_joined, outputs_t.c.artifact_version_id == versions_t.c.id)
+    # Flat outer joins: SQLite would materialize a parenthesized inner join over every output.
+    produced = (
+        steps_t.outerjoin(outputs_t, outputs_t.c.step_run_id == steps_t.c.id)
+        .outerjoin(versions_t, outputs_t.c.artifact_version_id == versions_t.c.id)
+        .outerjoin(artifacts_t, versions_t.c.artifact_id == artifacts_t.c.id)
+    )
     return (
         select(*[steps_t.c[name] for name in _STEP_FIELDS], outputs_t.c.name, *_VERSION_COLUMNS)
-        .select_from(steps_t.outerjoin(produced, outputs_t.c.step_run_id == steps_t.c.id))
+        .select_from(produced)
         .where(steps_t.c.id == newest.scalar_subquery())
     )
 
