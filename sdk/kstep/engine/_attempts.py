@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 OnDone = Callable[[StepOutcome], None]
 
+# A cache hit's step run with its input edges and outputs (output name -> version id).
+CachedStepRun = tuple[StepRunRecord, list[InputEdge], dict[str, str]]
+
 
 @dataclass
 class PreparedInvocation:
@@ -138,8 +141,14 @@ class AttemptLauncher:
 
     # -------------------------------------------------------------- cache
 
-    def try_cache(self, prepared: PreparedInvocation) -> dict[str, ArtifactVersionRecord] | None:
-        """Record a cached step run and return its outputs if a valid cache hit exists."""
+    def try_cache(
+        self, prepared: PreparedInvocation, pending: list[CachedStepRun] | None = None
+    ) -> dict[str, ArtifactVersionRecord] | None:
+        """Record a cached step run and return its outputs if a valid cache hit exists.
+
+        With `pending`, the cached step run is appended there instead of written at once,
+        for the caller to write several together with `record_cached`.
+        """
         if not prepared.cache_enabled:
             return None
         expires = prepared.step.config.cache_expires_after
@@ -172,12 +181,18 @@ class AttemptLauncher:
             finished_at=now,
             updated_at=now,
         )
-        self.stores.metadata.record_step_run(
-            step_run, prepared.edges, {name: record.id for name, record in outputs.items()}
-        )
+        entry = (step_run, prepared.edges, {name: record.id for name, record in outputs.items()})
+        if pending is None:
+            self.record_cached([entry])
+        else:
+            pending.append(entry)
         prepared.step_run_ids.append(step_run.id)
         logger.debug("Step %r is a cache hit of step run %s.", prepared.invocation_id, original.id)
         return outputs
+
+    def record_cached(self, entries: list[CachedStepRun]) -> None:
+        """Write cached step runs (and their edges) in one transaction."""
+        self.stores.metadata.record_step_runs(entries)
 
     def _still_valid(self, record: ArtifactVersionRecord) -> bool:
         # A hit is only as good as its artifacts: gone files, or a materializer whose code

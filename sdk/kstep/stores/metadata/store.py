@@ -278,16 +278,7 @@ class MetadataStore:
     def _insert_inputs(
         self, connection: Connection, step_run_id: str, inputs: Iterable[InputEdge]
     ) -> None:
-        rows = [
-            {
-                "step_run_id": step_run_id,
-                "name": edge.name,
-                "position": edge.position,
-                "artifact_version_id": edge.artifact_version_id,
-                "item": edge.item,
-            }
-            for edge in inputs
-        ]
+        rows = [_input_row(step_run_id, edge) for edge in inputs]
         if rows:
             connection.execute(_INSERT_INPUTS, rows)
 
@@ -397,17 +388,28 @@ class MetadataStore:
         outputs: dict[str, str] | None = None,
     ) -> None:
         """Insert a finished step run in one go (a cache hit or a skipped step)."""
+        self.record_step_runs([(step_run, inputs, outputs)])
+
+    def record_step_runs(
+        self,
+        entries: Sequence[tuple[StepRunRecord, Iterable[InputEdge], dict[str, str] | None]],
+    ) -> None:
+        """Insert finished step runs with their edges, all in one transaction."""
+        if not entries:
+            return
+        steps = [_row_of(step_run, _STEP_FIELDS) for step_run, _, _ in entries]
+        inputs = [_input_row(step_run.id, edge) for step_run, edges, _ in entries for edge in edges]
+        outputs = [
+            {"step_run_id": step_run.id, "name": name, "artifact_version_id": version_id}
+            for step_run, _, produced in entries
+            for name, version_id in (produced or {}).items()
+        ]
         with self.writing() as connection:
-            connection.execute(_INSERT_STEP_RUN, _row_of(step_run, _STEP_FIELDS))
-            self._insert_inputs(connection, step_run.id, inputs)
+            connection.execute(_INSERT_STEP_RUN, steps)
+            if inputs:
+                connection.execute(_INSERT_INPUTS, inputs)
             if outputs:
-                connection.execute(
-                    _INSERT_OUTPUTS,
-                    [
-                        {"step_run_id": step_run.id, "name": name, "artifact_version_id": av}
-                        for name, av in outputs.items()
-                    ],
-                )
+                connection.execute(_INSERT_OUTPUTS, outputs)
 
     def get_step_run(self, step_run_id: str) -> StepRunRecord:
         """A step run by id."""
@@ -644,6 +646,16 @@ def _sqlite_engine(url: str) -> Engine:
         driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _input_row(step_run_id: str, edge: InputEdge) -> dict[str, Any]:
+    return {
+        "step_run_id": step_run_id,
+        "name": edge.name,
+        "position": edge.position,
+        "artifact_version_id": edge.artifact_version_id,
+        "item": edge.item,
+    }
 
 
 def _metadata_row(
