@@ -33,9 +33,18 @@ def machine_facts() -> dict[str, Any]:
         facts["memory_gib"] = round(kib / 1024 / 1024, 1)
     except OSError:
         pass
+    facts["load_average_at_start"] = load_average()
     facts["kstep_commit"] = _git("rev-parse", "--short", "HEAD")
     facts["kstep_tree_clean"] = _git("status", "--porcelain", "--", "sdk") == ""
     return facts
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: how busy the shared machine was."""
+    try:
+        return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _git(*args: str) -> str | None:

@@ -110,7 +110,7 @@ def _run_worker(command: list[str], env: dict[str, str], cwd: str, log_path: str
 
 def _time_import(tool: Tool, env: dict[str, str], cwd: str, log_path: str) -> dict[str, Any]:
     assert tool.python is not None
-    timings = {}
+    timings: dict[str, Any] = {}
     for key, code in (("startup_s", "pass"), ("wall_s", f"import {tool.module}")):
         start = time.perf_counter()
         done = subprocess.run(
@@ -121,4 +121,16 @@ def _time_import(tool: Tool, env: dict[str, str], cwd: str, log_path: str) -> di
             with open(log_path, "w", encoding="utf-8") as log:
                 log.write(done.stderr)
             return {"error": f"`{code}` exited with code {done.returncode}", "log": log_path}
+
+    # The import alone, timed inside a third process: without interpreter start-up and
+    # site-packages hooks (an editable install adds its own finder there).
+    probe = (
+        "import time; t = time.perf_counter(); "
+        f"import {tool.module}; print(time.perf_counter() - t)"
+    )
+    done = subprocess.run(
+        [tool.python, "-c", probe], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    if done.returncode == 0:
+        timings["import_only_s"] = float(done.stdout.strip().splitlines()[-1])
     return timings

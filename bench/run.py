@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _envs import PEERS, cache_root, ensure_env, package_versions
 from _report import (
+    load_average,
     machine_facts,
     render_markdown,
     summarize_workload,
@@ -61,7 +62,12 @@ METHOD = """
   Prefect persists the array (pickle) but hands the consumer the in-memory value, so its
   marginal has no load.
 - **import** is the wall time of `python -c "import <tool>"` measured by the harness
-  (interpreter start-up included; `interpreter_only_ms` is `python -c pass` for reference).
+  (interpreter start-up included; `interpreter_only_ms` is `python -c pass` for reference,
+  `import_statement_ms` the import statement alone, timed inside the process). kstep runs
+  from an editable install, whose start-up hook imports `pathlib` and `re` in every
+  process of its environment; an installed wheel has no such hook.
+- **Load.** The machine is shared; the load averages at the start and the end of the run
+  are listed under "Set-up". Under load every tool slows down, the peers' figures too.
 """
 
 
@@ -96,7 +102,9 @@ def main() -> int:
         if tool.python and not tool.unavailable
     }
 
+    machine = machine_facts()
     samples = run_rounds(workloads, tools, mode, log_dir)
+    machine["load_average_at_end"] = load_average()
 
     summaries = {
         w.name: {name: summarize_workload(w, samples[w.name][name]) for name in tools}
@@ -107,7 +115,7 @@ def main() -> int:
         "rounds": mode.rounds,
         "calls_per_process": mode.calls,
         "w4_pairs": mode.pairs,
-        "machine": machine_facts(),
+        "machine": machine,
         "versions": versions,
         "unavailable": {n: t.unavailable for n, t in tools.items() if t.unavailable},
     }
