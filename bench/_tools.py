@@ -53,6 +53,8 @@ class Tool:
             env["PREFECT_HOME"] = os.path.join(scratch, "prefect-home")
             env["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(scratch, "prefect-home", "storage")
             env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+            # The default 20 s to start the ephemeral server is too short on a busy machine.
+            env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
             env["DO_NOT_TRACK"] = "1"
         return env
 
