@@ -42,7 +42,8 @@ METHOD = """
   for the tool's home (kstep: `KSTEP_HOME`; ZenML: `ZENML_CONFIG_PATH`, the directory
   initialised as its source root, analytics off; Prefect: `PREFECT_HOME` and its local
   result storage, no API URL so its ephemeral server and SQLite start on the first flow
-  call, analytics off, 120 s allowed for that server to start instead of 20). So the first call in a process also creates the database.
+  call, analytics off, 120 s allowed for that server to start instead of 20). So the
+  first call in a process also creates the database.
 - **Cold and warm.** W1 to W3 call the pipeline several times per process: the first call
   pays imports, database creation and (Prefect) server start; the later, warm calls show
   the steady per-run cost. Headlines use the warm calls, as the peers' published figures do;
