@@ -92,7 +92,7 @@ def _cell(summary: dict[str, Any], metric: str) -> str:
 def _ratio(summaries: dict[str, Any], peer: str, metric: str) -> str:
     base = summaries.get("kstep", {}).get("metrics", {}).get(metric)
     other = summaries.get(peer, {}).get("metrics", {}).get(metric)
-    if not base or not other or base["median"] <= 0:
+    if not base or not other or base["median"] <= 0 or other["median"] <= 0:
         return "-"
     return (
         f"{other['median'] / base['median']:.0f}x"
