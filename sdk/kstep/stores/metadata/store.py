@@ -127,11 +127,10 @@ class MetadataStore:
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._pipeline_ids: dict[str, str] = {}
 
-        # On SQLite each thread keeps one connection between transactions: checking one out
-        # of the pool and back costs more than a step's small write itself.
-        self._local = threading.local()
-        self._held: list[Connection] = []
-        self._held_lock = threading.Lock()
+        # On SQLite, connections wait for the next transaction in this free list: checking
+        # one out of the pool and back costs more than a step's small write itself. It holds
+        # at most as many connections as transactions ever ran at once.
+        self._idle: list[Connection] = []
 
         # Dialect-specific upserts, built once for the same reason as the statements above.
         upsert = self._dialect_insert(metadata_t)
@@ -159,12 +158,9 @@ class MetadataStore:
 
     def close(self) -> None:
         """Release the store's connections (the store opens new ones if used again)."""
-        with self._held_lock:
-            held, self._held = self._held, []
-            self._local = threading.local()
-        for connection in held:
-            if not connection.in_transaction():
-                connection.close()
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------ transactions
@@ -175,19 +171,20 @@ class MetadataStore:
             with self.engine.connect() as connection:
                 yield connection
             return
-        local = self._local
-        connection: Connection | None = getattr(local, "connection", None)
-        if connection is None or connection.closed:
+        try:
+            connection = self._idle.pop()
+        except IndexError:
             connection = self.engine.connect()
-            local.connection = connection
-            with self._held_lock:
-                self._held.append(connection)
-        if connection.in_transaction():
-            # A transaction nested in another of the same thread gets a connection of its own.
-            with self.engine.connect() as other:
-                yield other
-            return
-        yield connection
+        try:
+            yield connection
+        except BaseException:
+            # After a failure the connection goes back to the pool, which resets it.
+            connection.close()
+            raise
+        if connection.in_transaction() or connection.invalidated:
+            connection.close()
+        else:
+            self._idle.append(connection)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Connection]:
@@ -622,7 +619,11 @@ def _sqlite_engine(url: str) -> Engine:
         )
     directory = os.path.dirname(os.path.abspath(database))
     os.makedirs(directory, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    # No cap on connections: SQLite's are cheap, and the store keeps idle ones checked out
+    # in its free list, so a capped pool could leave a burst of threads waiting for one.
+    engine = create_engine(
+        url, connect_args={"timeout": 60, "check_same_thread": False}, max_overflow=-1
+    )
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _: Any) -> None:
