@@ -119,11 +119,19 @@ def render_markdown(
         "samples with [min-max]; a ratio is the peer's median over kstep's (time metrics, "
         "so above 1x means the peer is slower).",
         "",
-        "| workload | metric | kstep | "
-        + " | ".join(tools[p].label for p in peers)
-        + " | "
-        + " | ".join(f"{tools[p].label} / kstep" for p in peers)
-        + " | kstep target | met |",
+        "| "
+        + " | ".join(
+            [
+                "workload",
+                "metric",
+                "kstep",
+                *(tools[p].label for p in peers),
+                *(f"{tools[p].label} / kstep" for p in peers),
+                "kstep target",
+                "met",
+            ]
+        )
+        + " |",
         "|---" * (5 + 2 * len(peers)) + "|",
     ]
     for workload in workloads:
