@@ -26,6 +26,7 @@ from kstep.cluster.objects import step_run_manifest, succeeded_condition
 from kstep.cluster.specs import API_VERSION, GROUP, VERSION
 from kstep.engine._attempts import (
     AttemptLauncher,
+    CachedStepRun,
     OnDone,
     PreparedInvocation,
     RunningAttempt,
@@ -244,7 +245,10 @@ class ClusterLauncher(AttemptLauncher):
 
     # -------------------------------------------------------------- reuse
 
-    def try_cache(self, prepared: PreparedInvocation) -> dict[str, ArtifactVersionRecord] | None:
+    def try_cache(
+        self, prepared: PreparedInvocation, pending: list[CachedStepRun] | None = None
+    ) -> dict[str, ArtifactVersionRecord] | None:
+        # The StepRun needs its row written now, so hits are never batched here.
         outputs = super().try_cache(prepared)
         if outputs is not None:
             self._record_ended(prepared, "cached", outputs, "CacheHit")

@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 OnDone = Callable[[StepOutcome], None]
 
+# A cache hit's step run with its input edges and outputs (output name -> version id).
+CachedStepRun = tuple[StepRunRecord, list[InputEdge], dict[str, str]]
+
 
 @dataclass
 class PreparedInvocation:
@@ -116,6 +119,9 @@ class AttemptLauncher:
         self.run = run
         self.pipeline_cache = pipeline_cache
         self.replay = replay
+        # A step's fingerprint (source hash, output materializers) does not change during a
+        # run; a chain of the same step would otherwise recompute it per invocation.
+        self._fingerprints: dict[Step[..., Any], dict[str, Any]] = {}
 
     # -------------------------------------------------------------- preparing
 
@@ -147,9 +153,12 @@ class AttemptLauncher:
                         )
                     elif isinstance(item, Param):
                         tokens[name].append(item.value)
-        cache_key = compute_cache_key(step_fingerprint(step), parameters, tokens)
+        fingerprint = self._fingerprints.get(step)
+        if fingerprint is None:
+            fingerprint = self._fingerprints[step] = step_fingerprint(step)
+        cache_key = compute_cache_key(fingerprint, parameters, tokens)
         enabled = step.config.enable_cache
-        fingerprint = hashlib.sha256(canonical_json(bindings_to_json(inputs)).encode()).hexdigest()
+        inputs_hash = hashlib.sha256(canonical_json(bindings_to_json(inputs)).encode()).hexdigest()
         last_attempt = self.replay.last_attempt.get(invocation_id, 0) if self.replay else 0
         return PreparedInvocation(
             invocation_id=invocation_id,
@@ -160,7 +169,7 @@ class AttemptLauncher:
             parameters=parameters,
             edges=edges,
             cache_key=cache_key,
-            input_fingerprint=fingerprint,
+            input_fingerprint=inputs_hash,
             runtime=step.config.runtime or "inline",
             cache_enabled=self.pipeline_cache if enabled is None else enabled,
             attempt_base=last_attempt,
@@ -168,8 +177,14 @@ class AttemptLauncher:
 
     # -------------------------------------------------------------- cache
 
-    def try_cache(self, prepared: PreparedInvocation) -> dict[str, ArtifactVersionRecord] | None:
-        """Record a cached step run and return its outputs if a valid cache hit exists."""
+    def try_cache(
+        self, prepared: PreparedInvocation, pending: list[CachedStepRun] | None = None
+    ) -> dict[str, ArtifactVersionRecord] | None:
+        """Record a cached step run and return its outputs if a valid cache hit exists.
+
+        With `pending`, the cached step run is appended there instead of written at once,
+        for the caller to write several together with `record_cached`.
+        """
         if not prepared.cache_enabled:
             return None
         expires = prepared.step.config.cache_expires_after
@@ -180,7 +195,7 @@ class AttemptLauncher:
         original, outputs = hit
         if not self._reusable(prepared, outputs):
             return None
-        self._record_reuse(prepared, original, outputs)
+        self._record_reuse(prepared, original, outputs, pending)
         logger.debug("Step %r is a cache hit of step run %s.", prepared.invocation_id, original.id)
         return outputs
 
@@ -215,6 +230,7 @@ class AttemptLauncher:
         prepared: PreparedInvocation,
         original: StepRunRecord,
         outputs: dict[str, ArtifactVersionRecord],
+        pending: list[CachedStepRun] | None = None,
     ) -> None:
         now = utcnow()
         step_run = StepRunRecord(
@@ -236,10 +252,16 @@ class AttemptLauncher:
             finished_at=now,
             updated_at=now,
         )
-        self.stores.metadata.record_step_run(
-            step_run, prepared.edges, {name: record.id for name, record in outputs.items()}
-        )
+        entry = (step_run, prepared.edges, {name: record.id for name, record in outputs.items()})
+        if pending is None:
+            self.record_cached([entry])
+        else:
+            pending.append(entry)
         prepared.step_run_ids.append(step_run.id)
+
+    def record_cached(self, entries: list[CachedStepRun]) -> None:
+        """Write cached step runs (and their edges) in one transaction."""
+        self.stores.metadata.record_step_runs(entries)
 
     def _still_valid(self, record: ArtifactVersionRecord) -> bool:
         # A hit is only as good as its artifacts: gone files, or a materializer whose code

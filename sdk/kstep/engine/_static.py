@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from kstep._compile import ArtifactRef, Binding, CompiledPipeline, InputList, OutputRef, Param
 from kstep._errors import ExecutionError
-from kstep.engine._attempts import AttemptLauncher, PreparedInvocation, RunningAttempt
+from kstep.engine._attempts import (
+    AttemptLauncher,
+    CachedStepRun,
+    PreparedInvocation,
+    RunningAttempt,
+)
 from kstep.runner import StepOutcome
 from kstep.stores.metadata import ArtifactVersionRecord, StepRunRecord, utcnow
 from kstep.stores.metadata.store import new_id
@@ -64,16 +69,21 @@ class StaticScheduler:
         self.retries: list[tuple[float, str]] = []
         self.stopping = False
         self.first_failure: tuple[str, BaseException | None] | None = None
+        self.cached: list[CachedStepRun] = []
 
     def execute(self) -> RunResult:
         """Run every invocation to an end and return the run's outcome."""
         ready = [i for i, upstream in self.waiting.items() if not upstream]
-        while True:
-            while ready:
-                ready.extend(self._launch(ready.pop(0)))
-            if len(self.status) == len(self.invocations) and not self.running:
-                break
-            ready = self._wait_and_handle()
+        try:
+            while True:
+                while ready:
+                    ready.extend(self._launch(ready.pop(0)))
+                self._record_cached()
+                if len(self.status) == len(self.invocations) and not self.running:
+                    break
+                ready = self._wait_and_handle()
+        finally:
+            self._record_cached()
         return self._result()
 
     # -------------------------------------------------------------- launching
@@ -98,13 +108,21 @@ class StaticScheduler:
             reused = self.launcher.try_replay(prepared)
             if reused is not None:
                 return self._complete(invocation_id, "completed", reused)
-            cached = self.launcher.try_cache(prepared)
+            cached = self.launcher.try_cache(prepared, self.cached)
             if cached is not None:
                 return self._complete(invocation_id, "cached", cached)
+        self._record_cached()
         self.running[invocation_id] = self.launcher.start(
             prepared, lambda outcome: self.events.put((invocation_id, outcome))
         )
         return []
+
+    def _record_cached(self) -> None:
+        # Cache hits found in a row (a cached chain hits one after the other without
+        # waiting) are written in one transaction, before anything else starts or waits.
+        if self.cached:
+            entries, self.cached = self.cached, []
+            self.launcher.record_cached(entries)
 
     def _resolve(self, binding: Binding, versions: dict[str, ArtifactVersionRecord]) -> Binding:
         if isinstance(binding, OutputRef):

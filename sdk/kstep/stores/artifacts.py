@@ -171,7 +171,12 @@ class LocalArtifactStore(ArtifactStore):
     def stage(self, artifact_name: str, version_id: str) -> StagedVersion:
         final = self.version_uri(artifact_name, version_id)
         staging = os.path.join(self.root, "artifacts", artifact_name, ".staging", version_id)
-        os.makedirs(staging, exist_ok=True)
+        try:
+            # The staging folder of an artifact exists after its first version; one mkdir
+            # then does, where makedirs would first look at every parent.
+            os.mkdir(staging)
+        except FileNotFoundError:
+            os.makedirs(staging, exist_ok=True)
         return _LocalStaged(final, staging)
 
     def location(self, uri: str) -> ReadLocation:
@@ -236,8 +241,9 @@ class _LocalStaged(_LocalPaths, StagedVersion):
         self.base = staging
 
     def open(self, relative_path: str, mode: str = "wb") -> IO[Any]:
-        path = self._path(relative_path)
-        if "/" in check_relative(relative_path, self.uri):
+        relative = check_relative(relative_path, self.uri)
+        path = os.path.join(self.base, relative)
+        if "/" in relative:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         return open(path, mode)
 

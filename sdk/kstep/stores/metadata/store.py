@@ -21,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    bindparam,
     create_engine,
     event,
     func,
@@ -70,6 +71,48 @@ _VERSION_COLUMNS = [
 ]
 _versions_joined = versions_t.join(artifacts_t, versions_t.c.artifact_id == artifacts_t.c.id)
 
+# Statements of the per-step hot path, built once: building a statement costs more than
+# SQLAlchemy's cached execution of it. Updates take their SET columns from the parameters.
+_INSERT_STEP_RUN = insert(steps_t)
+_INSERT_INPUTS = insert(inputs_t)
+_INSERT_OUTPUTS = insert(outputs_t)
+_INSERT_VERSION = insert(versions_t)
+_INSERT_METADATA = insert(metadata_t)
+_UPDATE_STEP_RUN = update(steps_t).where(steps_t.c.id == bindparam("step_run_id_"))
+_INSERT_RUN = insert(runs_t)
+
+
+def _cache_hit_query(since: bool) -> Any:
+    # One statement for the newest completed step run under a cache key and its outputs
+    # (none for a step without outputs, hence the outer join).
+    newest = (
+        select(steps_t.c.id)
+        .where(steps_t.c.cache_key == bindparam("cache_key"), steps_t.c.status == "completed")
+        .order_by(steps_t.c.finished_at.desc())
+        .limit(1)
+    )
+    if since:
+        newest = newest.where(steps_t.c.finished_at >= bindparam("not_before"))
+    # Flat outer joins: SQLite would materialize a parenthesized inner join over every output.
+    produced = (
+        steps_t.outerjoin(outputs_t, outputs_t.c.step_run_id == steps_t.c.id)
+        .outerjoin(versions_t, outputs_t.c.artifact_version_id == versions_t.c.id)
+        .outerjoin(artifacts_t, versions_t.c.artifact_id == artifacts_t.c.id)
+    )
+    return (
+        select(*[steps_t.c[name] for name in _STEP_FIELDS], outputs_t.c.name, *_VERSION_COLUMNS)
+        .select_from(produced)
+        .where(steps_t.c.id == newest.scalar_subquery())
+    )
+
+
+_CACHE_HIT = _cache_hit_query(since=False)
+_CACHE_HIT_SINCE = _cache_hit_query(since=True)
+_UPDATE_RUN = update(runs_t).where(runs_t.c.id == bindparam("run_id_"))
+_SELECT_RUN = select(runs_t).where(
+    (runs_t.c.id == bindparam("id_or_name")) | (runs_t.c.name == bindparam("id_or_name"))
+)
+
 
 def new_id() -> str:
     """A fresh id for a row."""
@@ -86,6 +129,26 @@ class MetadataStore:
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._pipeline_ids: dict[str, str] = {}
 
+        # On SQLite, connections wait for the next transaction in this free list: checking
+        # one out of the pool and back costs more than a step's small write itself. It holds
+        # at most as many connections as transactions ever ran at once.
+        self._idle: list[Connection] = []
+
+        # Dialect-specific upserts, built once for the same reason as the statements above.
+        upsert = self._dialect_insert(metadata_t)
+        self._upsert_metadata_statement = upsert.on_conflict_do_update(
+            index_elements=["entity_type", "entity_id", "key"],
+            set_={"value": upsert.excluded.value, "created_at": upsert.excluded.created_at},
+        )
+        self._next_version = (
+            self._dialect_insert(artifacts_t)
+            .on_conflict_do_update(
+                index_elements=["name"],
+                set_={"latest_version": artifacts_t.c.latest_version + 1},
+            )
+            .returning(artifacts_t.c.id, artifacts_t.c.latest_version)
+        )
+
     @classmethod
     def open(cls, url: str) -> MetadataStore:
         """Connect to the store at `url`, creating and migrating its schema if needed."""
@@ -96,16 +159,40 @@ class MetadataStore:
         return cls(engine)
 
     def close(self) -> None:
-        """Release the store's connections."""
+        """Release the store's connections (the store opens new ones if used again)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------ transactions
 
     @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        if not self.is_sqlite:
+            with self.engine.connect() as connection:
+                yield connection
+            return
+        try:
+            connection = self._idle.pop()
+        except IndexError:
+            connection = self.engine.connect()
+        try:
+            yield connection
+        except BaseException:
+            # After a failure the connection goes back to the pool, which resets it.
+            connection.close()
+            raise
+        if connection.in_transaction() or connection.invalidated:
+            connection.close()
+        else:
+            self._idle.append(connection)
+
+    @contextlib.contextmanager
     def writing(self) -> Iterator[Connection]:
         """A write transaction (the SQLite write lock is taken when it begins)."""
         lock = self._write_lock or contextlib.nullcontext()
-        with interrupts_deferred(), lock, self.engine.connect() as connection:
+        with interrupts_deferred(), lock, self._connection() as connection:
             connection.info["kstep_write"] = True
             try:
                 with connection.begin():
@@ -118,7 +205,7 @@ class MetadataStore:
     @contextlib.contextmanager
     def reading(self) -> Iterator[Connection]:
         """A read transaction."""
-        with self.engine.connect() as connection, connection.begin():
+        with self._connection() as connection, connection.begin():
             yield connection
 
     # ------------------------------------------------------------ runs
@@ -128,7 +215,7 @@ class MetadataStore:
         with self.writing() as connection:
             pipeline_id = self._pipeline_id(connection, run.pipeline_name)
             connection.execute(
-                insert(runs_t), {**dataclasses.asdict(run), "pipeline_id": pipeline_id}
+                _INSERT_RUN, {**_row_of(run, _RUN_FIELDS), "pipeline_id": pipeline_id}
             )
         # Remembered only once committed: other threads must never refer to a row that a
         # transaction still open (or later rolled back) created.
@@ -139,11 +226,9 @@ class MetadataStore:
         if cached is not None:
             return cached
         # Insert-or-ignore, then read: another process may create the row at the same time.
-        self._insert_ignore(
-            connection,
-            pipelines_t,
+        connection.execute(
+            self._dialect_insert(pipelines_t).on_conflict_do_nothing(index_elements=["name"]),
             {"id": new_id(), "name": name, "created_at": utcnow()},
-            ["name"],
         )
         found = connection.execute(
             select(pipelines_t.c.id).where(pipelines_t.c.name == name)
@@ -154,14 +239,12 @@ class MetadataStore:
         """Set columns of a run row (status, times, message, owner...)."""
         values["updated_at"] = utcnow()
         with self.writing() as connection:
-            connection.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
+            connection.execute(_UPDATE_RUN, {"run_id_": run_id, **values})
 
     def get_run(self, id_or_name: str) -> RunRecord:
         """A run by id or by name."""
         with self.reading() as connection:
-            row = connection.execute(
-                select(runs_t).where((runs_t.c.id == id_or_name) | (runs_t.c.name == id_or_name))
-            ).first()
+            row = connection.execute(_SELECT_RUN, {"id_or_name": id_or_name}).first()
         if row is None:
             raise NotFoundError(f"no pipeline run has the id or name {id_or_name!r}")
         return _run(row)
@@ -190,30 +273,21 @@ class MetadataStore:
     def start_step_run(self, step_run: StepRunRecord, inputs: Iterable[InputEdge] = ()) -> None:
         """Insert a step run row and its input edges."""
         with self.writing() as connection:
-            connection.execute(insert(steps_t), dataclasses.asdict(step_run))
+            connection.execute(_INSERT_STEP_RUN, _row_of(step_run, _STEP_FIELDS))
             self._insert_inputs(connection, step_run.id, inputs)
 
     def _insert_inputs(
         self, connection: Connection, step_run_id: str, inputs: Iterable[InputEdge]
     ) -> None:
-        rows = [
-            {
-                "step_run_id": step_run_id,
-                "name": edge.name,
-                "position": edge.position,
-                "artifact_version_id": edge.artifact_version_id,
-                "item": edge.item,
-            }
-            for edge in inputs
-        ]
+        rows = [_input_row(step_run_id, edge) for edge in inputs]
         if rows:
-            connection.execute(insert(inputs_t), rows)
+            connection.execute(_INSERT_INPUTS, rows)
 
     def update_step_run(self, step_run_id: str, **values: Any) -> None:
         """Set columns of a step run row."""
         values["updated_at"] = utcnow()
         with self.writing() as connection:
-            connection.execute(update(steps_t).where(steps_t.c.id == step_run_id).values(**values))
+            connection.execute(_UPDATE_STEP_RUN, {"step_run_id_": step_run_id, **values})
 
     def finish_step_run(
         self,
@@ -233,7 +307,7 @@ class MetadataStore:
             records = [self._insert_version(connection, new, step_run_id, now) for new in outputs]
             if records:
                 connection.execute(
-                    insert(outputs_t),
+                    _INSERT_OUTPUTS,
                     [
                         {
                             "step_run_id": step_run_id,
@@ -243,15 +317,27 @@ class MetadataStore:
                         for new in outputs
                     ],
                 )
-            for new in outputs:
-                if new.metadata:
-                    self._upsert_metadata(connection, "artifact_version", new.id, new.metadata)
+
+            # A new version has no metadata yet, so its entries need no upsert.
+            entries = [
+                _metadata_row("artifact_version", new.id, key, value, now)
+                for new in outputs
+                for key, value in new.metadata.items()
+            ]
+            if entries:
+                connection.execute(_INSERT_METADATA, entries)
             if metadata:
                 self._upsert_metadata(connection, "step_run", step_run_id, metadata)
+
             connection.execute(
-                update(steps_t)
-                .where(steps_t.c.id == step_run_id)
-                .values(status=status, finished_at=now, updated_at=now, **values)
+                _UPDATE_STEP_RUN,
+                {
+                    "step_run_id_": step_run_id,
+                    "status": status,
+                    "finished_at": now,
+                    "updated_at": now,
+                    **values,
+                },
             )
         return records
 
@@ -262,22 +348,14 @@ class MetadataStore:
         producer_id: str | None,
         now: datetime.datetime,
     ) -> ArtifactVersionRecord:
-        # The version number comes from an atomic increment on the artifact's row, so
+        # The version number comes from an atomic upsert on the artifact's row, so
         # concurrent writers of the same artifact get 1, 2, 3 ... without gaps or clashes.
-        self._insert_ignore(
-            connection,
-            artifacts_t,
-            {"id": new_id(), "name": new.artifact_name, "latest_version": 0, "created_at": now},
-            ["name"],
-        )
         artifact_id, version = connection.execute(
-            update(artifacts_t)
-            .where(artifacts_t.c.name == new.artifact_name)
-            .values(latest_version=artifacts_t.c.latest_version + 1)
-            .returning(artifacts_t.c.id, artifacts_t.c.latest_version)
+            self._next_version,
+            {"id": new_id(), "name": new.artifact_name, "latest_version": 1, "created_at": now},
         ).one()
         connection.execute(
-            insert(versions_t),
+            _INSERT_VERSION,
             {
                 "id": new.id,
                 "artifact_id": artifact_id,
@@ -311,17 +389,28 @@ class MetadataStore:
         outputs: dict[str, str] | None = None,
     ) -> None:
         """Insert a finished step run in one go (a cache hit or a skipped step)."""
+        self.record_step_runs([(step_run, inputs, outputs)])
+
+    def record_step_runs(
+        self,
+        entries: Sequence[tuple[StepRunRecord, Iterable[InputEdge], dict[str, str] | None]],
+    ) -> None:
+        """Insert finished step runs with their edges, all in one transaction."""
+        if not entries:
+            return
+        steps = [_row_of(step_run, _STEP_FIELDS) for step_run, _, _ in entries]
+        inputs = [_input_row(step_run.id, edge) for step_run, edges, _ in entries for edge in edges]
+        outputs = [
+            {"step_run_id": step_run.id, "name": name, "artifact_version_id": version_id}
+            for step_run, _, produced in entries
+            for name, version_id in (produced or {}).items()
+        ]
         with self.writing() as connection:
-            connection.execute(insert(steps_t), dataclasses.asdict(step_run))
-            self._insert_inputs(connection, step_run.id, inputs)
+            connection.execute(_INSERT_STEP_RUN, steps)
+            if inputs:
+                connection.execute(_INSERT_INPUTS, inputs)
             if outputs:
-                connection.execute(
-                    insert(outputs_t),
-                    [
-                        {"step_run_id": step_run.id, "name": name, "artifact_version_id": av}
-                        for name, av in outputs.items()
-                    ],
-                )
+                connection.execute(_INSERT_OUTPUTS, outputs)
 
     def get_step_run(self, step_run_id: str) -> StepRunRecord:
         """A step run by id."""
@@ -345,20 +434,21 @@ class MetadataStore:
         self, cache_key: str, not_before: datetime.datetime | None = None
     ) -> tuple[StepRunRecord, dict[str, ArtifactVersionRecord]] | None:
         """The newest step run that produced outputs under `cache_key`, with those outputs."""
-        query = (
-            select(steps_t)
-            .where(steps_t.c.cache_key == cache_key, steps_t.c.status == "completed")
-            .order_by(steps_t.c.finished_at.desc())
-            .limit(1)
-        )
+        parameters: dict[str, Any] = {"cache_key": cache_key}
+        query = _CACHE_HIT
         if not_before is not None:
-            query = query.where(steps_t.c.finished_at >= not_before)
+            query = _CACHE_HIT_SINCE
+            parameters["not_before"] = not_before
         with self.reading() as connection:
-            row = connection.execute(query).first()
-            if row is None:
-                return None
-            outputs = self._outputs(connection, row.id)
-        return _step(row), outputs
+            rows = connection.execute(query, parameters).all()
+        if not rows:
+            return None
+        width = len(_STEP_FIELDS)
+        step_run = StepRunRecord(*tuple(rows[0])[:width])
+        outputs = {
+            row[width]: _version(row, offset=width + 1) for row in rows if row[width] is not None
+        }
+        return step_run, outputs
 
     # ------------------------------------------------------------ artifacts and lineage
 
@@ -487,34 +577,15 @@ class MetadataStore:
     ) -> None:
         now = utcnow()
         rows = [
-            {
-                "entity_type": entity_type,
-                "entity_id": entity_id,
-                "key": key,
-                "value": value,
-                "created_at": now,
-            }
-            for key, value in values.items()
+            _metadata_row(entity_type, entity_id, key, value, now) for key, value in values.items()
         ]
-        statement = self._dialect_insert(metadata_t)
-        statement = statement.on_conflict_do_update(
-            index_elements=["entity_type", "entity_id", "key"],
-            set_={"value": statement.excluded.value, "created_at": statement.excluded.created_at},
-        )
-        connection.execute(statement, rows)
+        connection.execute(self._upsert_metadata_statement, rows)
 
     def _dialect_insert(self, table: Any) -> Any:
         from sqlalchemy.dialects import postgresql, sqlite
 
         dialect_insert: Any = sqlite.insert if self.is_sqlite else postgresql.insert
         return dialect_insert(table)
-
-    def _insert_ignore(
-        self, connection: Connection, table: Any, values: dict[str, Any], keys: list[str]
-    ) -> None:
-        connection.execute(
-            self._dialect_insert(table).on_conflict_do_nothing(index_elements=keys), values
-        )
 
     # ------------------------------------------------------------ housekeeping
 
@@ -551,11 +622,15 @@ def _sqlite_engine(url: str) -> Engine:
         )
     directory = os.path.dirname(os.path.abspath(database))
     os.makedirs(directory, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    # No cap on connections: SQLite's are cheap, and the store keeps idle ones checked out
+    # in its free list, so a capped pool could leave a burst of threads waiting for one.
+    engine = create_engine(
+        url, connect_args={"timeout": 60, "check_same_thread": False}, max_overflow=-1
+    )
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _: Any) -> None:
-        # Let SQLAlchemy's "begin" event, not the driver, start transactions.
+        # Let the dialect's begin hook below, not the driver, start transactions.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         _enable_wal(cursor, database)
@@ -564,13 +639,17 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
+    def _begin(dbapi_connection: Any) -> None:
         # Writers take the lock up front; a deferred transaction that later writes can fail
-        # with "database is locked" instead of waiting its turn.
-        immediate = connection.info.get("kstep_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # with "database is locked" instead of waiting its turn. `info` is the dictionary
+        # that `Connection.info` shows.
+        immediate = dbapi_connection.info.get("kstep_write", False)
+        dbapi_connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    # The dialect's begin hook, not a "begin" event: once an engine has any connection
+    # event, SQLAlchemy dispatches events around every statement, which costs more than a
+    # step's small inserts.
+    engine.dialect.do_begin = _begin  # type: ignore[method-assign]
     return engine
 
 
@@ -591,6 +670,34 @@ def _enable_wal(cursor: Any, database: str, timeout: float = 60.0) -> None:
                 raise
             logger.debug("SQLite database %s is locked; retrying WAL mode.", database)
             time.sleep(0.02)
+
+
+def _input_row(step_run_id: str, edge: InputEdge) -> dict[str, Any]:
+    return {
+        "step_run_id": step_run_id,
+        "name": edge.name,
+        "position": edge.position,
+        "artifact_version_id": edge.artifact_version_id,
+        "item": edge.item,
+    }
+
+
+def _metadata_row(
+    entity_type: str, entity_id: str, key: str, value: Any, now: datetime.datetime
+) -> dict[str, Any]:
+    return {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "key": key,
+        "value": value,
+        "created_at": now,
+    }
+
+
+def _row_of(record: Any, fields: list[str]) -> dict[str, Any]:
+    # A shallow copy: `dataclasses.asdict` deep-copies every JSON value, which costs more
+    # than the insert itself, and the row is only read while the statement runs.
+    return {name: getattr(record, name) for name in fields}
 
 
 def _run(row: Row[Any]) -> RunRecord:
