@@ -438,13 +438,18 @@ class AttemptLauncher:
     ) -> StepOutcome:
         status = "failed" if request.final_attempt else "retrying"
         message = f"step {request.invocation_id!r}: {reason}"
-        self.stores.metadata.update_step_run(
-            request.step_run_id,
-            status=status,
-            finished_at=utcnow(),
-            error_type=type_path(type(error or ExecutionError())),
-            error_message=message,
-        )
+        try:
+            self.stores.metadata.update_step_run(
+                request.step_run_id,
+                status=status,
+                finished_at=utcnow(),
+                error_type=type_path(type(error or ExecutionError())),
+                error_message=message,
+            )
+        except Exception:
+            # The outcome must still reach the run, or it would wait for this step forever;
+            # a later engine start records the row as orphaned.
+            logger.exception("Recording the loss of step run %s failed.", request.step_run_id)
         return StepOutcome(status, error=error or ExecutionError(message))
 
 
