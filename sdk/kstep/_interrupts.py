@@ -8,31 +8,44 @@ therefore defer the interrupt to their end.
 
 from __future__ import annotations
 
-import contextlib
+import _signal
 import signal
 import threading
-from collections.abc import Iterator
-from types import FrameType
+from types import FrameType, TracebackType
+
+# The C module's functions: the `signal` module's wrappers convert to enums on every call,
+# which would cost more than the small writes this guards.
+_get = _signal.getsignal
+_set = _signal.signal
+_SIGINT = int(signal.SIGINT)
+_main = threading.main_thread()
 
 
-@contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Delay a Ctrl-C that arrives inside the block until the block is done."""
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        # Only the main thread receives signals, and a program's own handler is its own.
-        yield
-        return
-    received: list[int] = []
+class interrupts_deferred:  # noqa: N801 - used like a function, as a context manager
+    """Delay a Ctrl-C that arrives inside the `with` block until the block is done."""
 
-    def remember(number: int, _: FrameType | None) -> None:
-        received.append(number)
+    __slots__ = ("_active", "_received")
 
-    signal.signal(signal.SIGINT, remember)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if received:
-        raise KeyboardInterrupt
+    def __enter__(self) -> None:
+        # Only the main thread handles signals, and a program's own handler is its own.
+        self._active = (
+            threading.current_thread() is _main and _get(_SIGINT) is signal.default_int_handler
+        )
+        self._received = False
+        if self._active:
+            _set(_SIGINT, self._remember)
+
+    def _remember(self, number: int, frame: FrameType | None) -> None:
+        self._received = True
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self._active:
+            return
+        _set(_SIGINT, signal.default_int_handler)
+        if self._received and kind is None:
+            raise KeyboardInterrupt
