@@ -291,7 +291,9 @@ class ClusterLauncher(AttemptLauncher):
 
     # -------------------------------------------------------------- attempts
 
-    def start(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
+    def start(
+        self, prepared: PreparedInvocation, on_done: OnDone, *, here: bool = False
+    ) -> RunningAttempt:
         name = self._name(prepared.invocation_id)
         existing = self.tracker.get(name)
         if existing is not None and name not in self._ours:

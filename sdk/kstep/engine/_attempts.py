@@ -298,7 +298,9 @@ class AttemptLauncher:
 
     # -------------------------------------------------------------- attempts
 
-    def start(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
+    def start(
+        self, prepared: PreparedInvocation, on_done: OnDone, *, here: bool = False
+    ) -> RunningAttempt:
         """Record a new attempt's step run and start it on its runtime."""
         final = prepared.next_attempt_is_final
         prepared.attempts += 1
@@ -308,6 +310,8 @@ class AttemptLauncher:
         now = utcnow()
         logs_uri = self.stores.artifacts.log_uri(self.run.id, step_run_id)
         # Pending until a thread or an isolated slot is free; `_begin` marks it running.
+        # A step run on this very thread starts now, which saves that second write.
+        starts_now = here and prepared.runtime == "inline"
         self.stores.metadata.start_step_run(
             StepRunRecord(
                 id=step_run_id,
@@ -315,7 +319,8 @@ class AttemptLauncher:
                 invocation_id=prepared.invocation_id,
                 step_name=prepared.step.name,
                 attempt=attempt,
-                status="pending",
+                status="running" if starts_now else "pending",
+                started_at=now if starts_now else None,
                 runtime=prepared.runtime,
                 parameters=prepared.parameters,
                 upstream=prepared.upstream,
@@ -347,6 +352,10 @@ class AttemptLauncher:
                 name=f"kstep-isolated-{prepared.invocation_id}",
                 daemon=True,
             ).start()
+        elif here:
+            # The caller's thread is one of the orchestration environment's too; the outcome
+            # is reported before this returns.
+            self._run_inline(request, handle, on_done, here=True)
         else:
             self.engine.inline_pool.submit(self._run_inline, request, handle, on_done)
         return handle
@@ -356,16 +365,25 @@ class AttemptLauncher:
             request.step_run_id, status="running", started_at=utcnow()
         )
 
-    def _run_inline(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
+    def _run_inline(
+        self, request: StepRequest, handle: RunningAttempt, on_done: OnDone, here: bool = False
+    ) -> None:
+        interrupted: KeyboardInterrupt | None = None
         try:
             if handle.begin():
-                self._begin(request)
+                if not here:
+                    self._begin(request)
                 outcome = execute_step(request, self.stores, self.settings)
             else:
                 outcome = self._record_withdrawn(request, handle)
         except BaseException as error:
+            if here and isinstance(error, KeyboardInterrupt):
+                interrupted = error
             outcome = self._record_lost(request, f"the step-runner failed: {error!r}", error)
         on_done(outcome)
+        if interrupted is not None:
+            # Ctrl-C while the step ran on the caller's thread belongs to the caller.
+            raise interrupted
 
     def _run_isolated(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
         # The wait for a free slot happens on this thread, not the scheduler's, so that the

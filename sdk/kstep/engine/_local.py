@@ -231,7 +231,7 @@ class LocalEngine:
             _call_hook(pipeline.on_success, ())
         elif result.status == "failed":
             _call_hook(pipeline.on_failure, (result.error,))
-        run = Client(stores=self.stores).get_run(run_id)
+        run = Client(self.settings, stores=self.stores).get_run(run_id)
         if result.status != "completed":
             raise RunFailed(run, f"pipeline run {run.name!r} ended {result.status}: {message}")
         return run

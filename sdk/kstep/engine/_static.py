@@ -77,7 +77,11 @@ class StaticScheduler:
         try:
             while True:
                 while ready:
-                    ready.extend(self._launch(ready.pop(0)))
+                    invocation_id = ready.pop(0)
+                    # A step with nothing else to run beside it runs on this thread: handing
+                    # it to a pool thread and back costs more than a small step itself.
+                    alone = not ready and not self.running
+                    ready.extend(self._launch(invocation_id, alone))
                 self._record_cached()
                 if len(self.status) == len(self.invocations) and not self.running:
                     break
@@ -88,7 +92,7 @@ class StaticScheduler:
 
     # -------------------------------------------------------------- launching
 
-    def _launch(self, invocation_id: str) -> list[str]:
+    def _launch(self, invocation_id: str, alone: bool = False) -> list[str]:
         """Start an invocation; return invocations a cache hit made ready at once."""
         if self.stopping:
             self._skip(invocation_id)
@@ -113,7 +117,7 @@ class StaticScheduler:
                 return self._complete(invocation_id, "cached", cached)
         self._record_cached()
         self.running[invocation_id] = self.launcher.start(
-            prepared, lambda outcome: self.events.put((invocation_id, outcome))
+            prepared, lambda outcome: self.events.put((invocation_id, outcome)), here=alone
         )
         return []
 
