@@ -14,11 +14,10 @@ from kstep._interrupts import interrupts_deferred
 def test_interrupt_inside_a_deferred_block_is_raised_when_the_block_ends() -> None:
     finished = False
 
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            finished = True
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        finished = True
 
     assert finished
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
