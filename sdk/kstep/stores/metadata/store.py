@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,7 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from kstep._errors import NotFoundError, StoreError
 from kstep._interrupts import interrupts_deferred
@@ -128,6 +129,7 @@ class MetadataStore:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._pipeline_ids: dict[str, str] = {}
+        self._compiled: dict[tuple[int, tuple[str, ...]], tuple[str, list[Any]]] = {}
 
         # On SQLite, connections wait for the next transaction in this free list: checking
         # one out of the pool and back costs more than a step's small write itself. It holds
@@ -270,10 +272,56 @@ class MetadataStore:
 
     # ------------------------------------------------------------ step runs
 
+    def _write(self, connection: Connection, statement: Any, rows: Any) -> Any:
+        """Execute a write of a step's hot path (one row or a list of rows); return the cursor.
+
+        On SQLite the statement goes straight to the driver: SQLAlchemy compiles it once per
+        set of columns, with its own bind processors (timestamps, JSON), and each call then
+        skips the execution machinery, which costs more than the small write itself.
+        """
+        if not self.is_sqlite:
+            return connection.execute(statement, rows)
+        first = rows[0] if isinstance(rows, list) else rows
+        key = (id(statement), tuple(first))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            form = statement.compile(dialect=self.engine.dialect, column_keys=list(first))
+            processors = form._bind_processors
+            # Binds the statement fills itself (the 1 of `latest_version + 1`) keep its value.
+            fixed = {name: form.binds[name].effective_value for name in form.binds}
+            binds = [
+                (name, processors.get(name), name in first, fixed.get(name))
+                for name in form.positiontup or ()
+            ]
+            compiled = (str(form), binds)
+            self._compiled[key] = compiled
+        sql, binds = compiled
+
+        def values(row: dict[str, Any]) -> list[Any]:
+            found = [row[name] if given else value for name, _, given, value in binds]
+            return [
+                value if process is None else process(value)
+                for value, (_, process, _, _) in zip(found, binds, strict=True)
+            ]
+
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if isinstance(rows, list):
+                cursor.executemany(sql, [values(row) for row in rows])
+            else:
+                cursor.execute(sql, values(rows))
+        except sqlite3.DatabaseError as error:
+            # Callers handle SQLAlchemy's errors (a clash is its IntegrityError) on every
+            # dialect, so the driver's own error is raised as the one SQLAlchemy would raise.
+            raise DBAPIError.instance(
+                sql, rows, error, sqlite3.DatabaseError, dialect=self.engine.dialect
+            ) from error
+        return cursor
+
     def start_step_run(self, step_run: StepRunRecord, inputs: Iterable[InputEdge] = ()) -> None:
         """Insert a step run row and its input edges."""
         with self.writing() as connection:
-            connection.execute(_INSERT_STEP_RUN, _row_of(step_run, _STEP_FIELDS))
+            self._write(connection, _INSERT_STEP_RUN, _row_of(step_run, _STEP_FIELDS))
             self._insert_inputs(connection, step_run.id, inputs)
 
     def _insert_inputs(
@@ -281,7 +329,7 @@ class MetadataStore:
     ) -> None:
         rows = [_input_row(step_run_id, edge) for edge in inputs]
         if rows:
-            connection.execute(_INSERT_INPUTS, rows)
+            self._write(connection, _INSERT_INPUTS, rows)
 
     def update_step_run(self, step_run_id: str, **values: Any) -> None:
         """Set columns of a step run row."""
@@ -306,7 +354,8 @@ class MetadataStore:
         with self.writing() as connection:
             records = [self._insert_version(connection, new, step_run_id, now) for new in outputs]
             if records:
-                connection.execute(
+                self._write(
+                    connection,
                     _INSERT_OUTPUTS,
                     [
                         {
@@ -325,18 +374,19 @@ class MetadataStore:
                 for key, value in new.metadata.items()
             ]
             if entries:
-                connection.execute(_INSERT_METADATA, entries)
+                self._write(connection, _INSERT_METADATA, entries)
             if metadata:
                 self._upsert_metadata(connection, "step_run", step_run_id, metadata)
 
-            connection.execute(
+            self._write(
+                connection,
                 _UPDATE_STEP_RUN,
                 {
-                    "step_run_id_": step_run_id,
                     "status": status,
                     "finished_at": now,
                     "updated_at": now,
                     **values,
+                    "step_run_id_": step_run_id,
                 },
             )
         return records
@@ -350,11 +400,13 @@ class MetadataStore:
     ) -> ArtifactVersionRecord:
         # The version number comes from an atomic upsert on the artifact's row, so
         # concurrent writers of the same artifact get 1, 2, 3 ... without gaps or clashes.
-        artifact_id, version = connection.execute(
+        artifact_id, version = self._write(
+            connection,
             self._next_version,
             {"id": new_id(), "name": new.artifact_name, "latest_version": 1, "created_at": now},
-        ).one()
-        connection.execute(
+        ).fetchone()
+        self._write(
+            connection,
             _INSERT_VERSION,
             {
                 "id": new.id,
