@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 from kstep._settings import Settings
@@ -37,6 +38,36 @@ _STORE_VARIABLES = (
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
 )
+
+
+class KeyLocks:
+    """One reentrant lock per key, held only while someone uses it.
+
+    The work queue never reconciles one key on two threads, but a run's reconcile also acts
+    on its StepRuns (cancelling them, starting first attempts) while their own reconciles
+    may run: both take the StepRun's lock, so each sees what the other did before deciding.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[Hashable, tuple[threading.RLock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        """Hold the lock of `key` for the duration of the block."""
+        with self._lock:
+            lock, users = self._held.get(key) or (threading.RLock(), 0)
+            self._held[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                lock, users = self._held[key]
+                if users == 1:
+                    del self._held[key]
+                else:
+                    self._held[key] = (lock, users - 1)
 
 
 class Operator:
@@ -70,6 +101,7 @@ class Operator:
             name="kstep-reconcile",
             on_error=self._failed,
         )
+        self.step_locks = KeyLocks()
         self.inline_attempts: dict[str, tuple[str, str]] = {}
         self.executor = ExecutorClient(executor_socket, self._inline_done, self._inline_lost)
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}

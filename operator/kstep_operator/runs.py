@@ -76,8 +76,7 @@ def reconcile_run(op: Operator, namespace: str, name: str) -> None:
         reason = _stop_reason(run, plan)
         for step_run in step_runs.values():
             if (step_run.get("status") or {}).get("phase") not in dag.TERMINAL:
-                steps.cancel(op, step_run, reason)
-                phases[step_run["spec"]["invocationId"]] = "cancelled"
+                phases[step_run["spec"]["invocationId"]] = steps.cancel(op, step_run, reason)
     for invocation_id, why in plan.skip.items():
         _skip(op, run, invocation_id, why)
         phases[invocation_id] = "skipped"

@@ -29,6 +29,11 @@ _ENDED_ROWS = ("completed", "failed", "retrying", "cancelled")
 
 def reconcile_step(op: Operator, namespace: str, name: str) -> None:
     """Move one StepRun along: start an attempt, notice its end, retry or finish."""
+    with op.step_locks.hold((namespace, name)):
+        _reconcile_step(op, namespace, name)
+
+
+def _reconcile_step(op: Operator, namespace: str, name: str) -> None:
     step_run = op.cache.step(namespace, name)
     if step_run is None or step_run["metadata"].get("deletionTimestamp"):
         return
@@ -81,6 +86,14 @@ def start_attempt(
     op: Operator, step_run: dict[str, Any], attempt: int, *, run: dict[str, Any]
 ) -> None:
     """Start (or find already started) attempt `attempt` of a StepRun."""
+    metadata = step_run["metadata"]
+    with op.step_locks.hold((metadata["namespace"], metadata["name"])):
+        _start_attempt(op, step_run, attempt, run)
+
+
+def _start_attempt(
+    op: Operator, step_run: dict[str, Any], attempt: int, run: dict[str, Any]
+) -> None:
     metadata = step_run["metadata"]
     spec = step_run["spec"]
     definition = spec["definition"]
@@ -460,22 +473,38 @@ def _still_valid(op: Operator, record: Any) -> bool:
     return bool(op.stores.artifacts.exists(record.uri))
 
 
-def cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
+def cancel(op: Operator, step_run: dict[str, Any], why: str) -> str:
     """Stop a StepRun: delete its Job (killing the pod); mark it and its attempt cancelled.
+
+    Returns the StepRun's phase: `cancelled`, or how it ended before it could be cancelled.
 
     An inline step cannot be interrupted inside its thread; it is marked cancelled at once
     and whatever it records later is ignored.
     """
     metadata = step_run["metadata"]
+    with op.step_locks.hold((metadata["namespace"], metadata["name"])):
+        # The step's own reconcile may have ended it meanwhile: its outcome stands.
+        step_run = op.cache.step(metadata["namespace"], metadata["name"]) or step_run
+        phase = (step_run.get("status") or {}).get("phase")
+        if phase in dag.TERMINAL:
+            return str(phase)
+        _cancel(op, step_run, why)
+        return "cancelled"
+
+
+def _cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
+    metadata = step_run["metadata"]
     status = step_run.get("status") or {}
-    if status.get("jobName"):
-        op.kube.delete(JOBS, metadata["namespace"], status["jobName"])
+    # The attempt is marked cancelled before its Job goes, so that whoever notices the Job
+    # missing finds the attempt already ended rather than lost.
     if status.get("stepRunId"):
         row = _row(op, status["stepRunId"])
         if row is not None and row.status == "running":
             op.stores.metadata.update_step_run(
                 row.id, status="cancelled", finished_at=utcnow(), error_message=why
             )
+    if status.get("jobName"):
+        op.kube.delete(JOBS, metadata["namespace"], status["jobName"])
     _patch(
         op,
         step_run,
