@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,8 @@ from typing import Any
 
 import pytest
 from operator_harness import BIN, HERE, ROOT, Cluster, OperatorProcesses, free_port
+
+from testbed.processes import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -34,9 +39,7 @@ def kstep_crds(control_plane: Any) -> None:
     )
 
 
-@pytest.fixture
-def store_env(postgres_url: str, s3: Any) -> dict[str, str]:
-    """Store settings every component of a test shares: Postgres and a fresh S3 bucket."""
+def _store_env(postgres_url: str, s3: Any) -> dict[str, str]:
     return {
         "KSTEP_METADATA_URL": postgres_url,
         "KSTEP_ARTIFACT_ROOT": s3.uri("kstep"),
@@ -46,21 +49,25 @@ def store_env(postgres_url: str, s3: Any) -> dict[str, str]:
 
 
 @pytest.fixture
+def store_env(postgres_url: str, s3: Any) -> dict[str, str]:
+    """Store settings every component of a test shares: Postgres and a fresh S3 bucket."""
+    return _store_env(postgres_url, s3)
+
+
+@pytest.fixture
 def side_channel(tmp_path: Path) -> Path:
     return tmp_path / "side-channel.log"
 
 
-@pytest.fixture
-def kstep_cluster(
+@contextlib.contextmanager
+def operator_cluster(
     control_plane: Any,
-    kubelet_standin: Any,
     namespace: str,
-    kstep_crds: None,
     store_env: dict[str, str],
     side_channel: Path,
-    tmp_path: Path,
+    workdir: Path,
 ) -> Iterator[Cluster]:
-    """The operator and its executor watching a fresh namespace, with the stores it needs."""
+    """Start the operator and its executor watching `namespace`, with the stores it needs."""
     from kubernetes import client
 
     api = control_plane.api_client("admin")
@@ -78,12 +85,18 @@ def kstep_cluster(
         namespace, {"metadata": {"name": "kstep-step"}, "automountServiceAccountToken": False}
     )
 
-    workdir = tmp_path / "operator"
     workdir.mkdir()
+    # The operator's own credentials, where a user's inline code must not find them: a
+    # kubeconfig in its environment and in its home directory, and the variables every
+    # container of a pod gets.
+    (workdir / ".kube").mkdir()
+    shutil.copy(control_plane.admin_kubeconfig, workdir / ".kube" / "config")
     environment = {
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "HOME": str(workdir),
         "KUBECONFIG": str(control_plane.admin_kubeconfig),
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
         "KSTEP_HOME": str(workdir / "home"),
         "KSTEP_OPERATOR_NAMESPACES": f'["{namespace}"]',
         "KSTEP_OPERATOR_IMAGE": "kstep:test",
@@ -112,6 +125,68 @@ def kstep_cluster(
         )
 
     try:
-        yield Cluster(api, namespace, processes, store_env, kubectl)
+        yield Cluster(api, namespace, processes, store_env, kubectl, side_channel)
     finally:
         processes.stop()
+        api.close()
+
+
+@pytest.fixture
+def kstep_cluster(
+    control_plane: Any,
+    kubelet_standin: Any,
+    namespace: str,
+    kstep_crds: None,
+    store_env: dict[str, str],
+    side_channel: Path,
+    tmp_path: Path,
+) -> Iterator[Cluster]:
+    """The operator and its executor watching a fresh namespace, with the stores it needs."""
+    with operator_cluster(
+        control_plane, namespace, store_env, side_channel, tmp_path / "operator"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(
+    control_plane: Any,
+    kubelet_standin: Any,
+    kstep_crds: None,
+    postgres_url: str,
+    _testbed_s3_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Cluster]:
+    """One operator for a whole module, in its own namespace and bucket.
+
+    For tests whose runs cannot disturb each other (each names its own runs): starting an
+    operator takes seconds on a busy machine.
+    """
+    from kubernetes import client
+
+    workdir = tmp_path_factory.mktemp("shared")
+    module = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+    namespace = f"{module[:40]}-{secrets.token_hex(3)}"
+    bucket = _testbed_s3_server.create_bucket()
+    with control_plane.api_client("admin") as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": namespace}})
+        # Pods are admitted once the namespace's default ServiceAccount exists.
+        wait_until(
+            lambda: core.read_namespaced_service_account("default", namespace) is not None,
+            timeout=30,
+            what=f"namespace {namespace} getting its default ServiceAccount",
+        )
+        try:
+            with operator_cluster(
+                control_plane,
+                namespace,
+                _store_env(postgres_url, bucket),
+                workdir / "side-channel.log",
+                workdir / "operator",
+            ) as cluster:
+                yield cluster
+        finally:
+            core.delete_namespace(namespace, propagation_policy="Background")
+            _testbed_s3_server.delete_bucket(bucket)

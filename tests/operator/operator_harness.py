@@ -96,6 +96,7 @@ class Cluster:
         processes: OperatorProcesses,
         store_env: dict[str, str],
         kubectl: Any,
+        side_channel: Path,
     ) -> None:
         from kubernetes import client
 
@@ -107,6 +108,7 @@ class Cluster:
         self.processes = processes
         self.store_env = store_env
         self.kubectl = kubectl
+        self.side_channel = side_channel
 
     # -------------------------------------------------------------- runs
 
@@ -160,8 +162,54 @@ class Cluster:
     def step_phases(self, name: str) -> dict[str, str | None]:
         return {i: (s.get("status") or {}).get("phase") for i, s in self.step_runs(name).items()}
 
-    def jobs(self) -> list[Any]:
-        return list(self.batch.list_namespaced_job(self.namespace).items)
+    def create(self, manifest: dict[str, Any]) -> str:
+        """Create a PipelineRun from a manifest as is; return its name."""
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "pipelineruns", manifest
+        )
+        return str(manifest["metadata"]["name"])
+
+    def jobs(self, run: str | None = None) -> list[Any]:
+        selector = f"kstep.dev/run={run}" if run else None
+        return list(self.batch.list_namespaced_job(self.namespace, label_selector=selector).items)
+
+    def pods(self, run: str | None = None) -> list[Any]:
+        selector = f"kstep.dev/run={run}" if run else None
+        return list(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
+
+    def delete_job(self, name: str) -> None:
+        """Delete a Job as `kubectl delete job` does: its pods follow in the background."""
+        self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
+
+    def delete_pod(self, name: str) -> None:
+        self.core.delete_namespaced_pod(name, self.namespace)
+
+    def events(self) -> list[tuple[str, str, str, str]]:
+        """(kind, name, reason, message) of every Event in the namespace, oldest first."""
+        found = self.core.list_namespaced_event(self.namespace).items
+        found.sort(key=lambda e: (e.first_timestamp or e.event_time or 0, e.metadata.name))
+        return [
+            (e.involved_object.kind, e.involved_object.name, e.reason, e.message) for e in found
+        ]
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The operator's /metrics samples: (name, sorted labels) -> value."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.processes.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics, 0 when it is absent (a counter never incremented)."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
     def patch_run(self, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(
@@ -179,7 +227,7 @@ class Cluster:
             artifact_root=self.store_env["KSTEP_ARTIFACT_ROOT"],
             s3_endpoint_url=self.store_env["KSTEP_S3_ENDPOINT_URL"],
         )
-        with _environment(self.store_env):
+        with environment(self.store_env):
             return Client(settings)
 
     def apply_yaml(self, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -188,8 +236,19 @@ class Cluster:
         return self.kubectl("apply", "-n", self.namespace, "-f", "-", input=to_yaml(manifest))
 
 
+def wait_for(condition: Any, what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """Poll `condition` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def environment(values: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
