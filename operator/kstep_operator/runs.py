@@ -493,6 +493,7 @@ def _skip(op: Operator, run: dict[str, Any], invocation_id: str, why: str) -> No
         STEP_RUNS, created["metadata"]["namespace"], created["metadata"]["name"], status
     )
     op.cache.put_step(patched)
+    op.kube.post_event(patched, "Skipped", why)
 
 
 # ------------------------------------------------------------------ status
@@ -584,8 +585,13 @@ def _finish(
         failed_step=failed_step,
     )
     op.metrics.runs.labels(phase).inc()
+    # The event's reason is the new phase, as for steps; the condition's reason says why.
     event_type = "Normal" if phase == "completed" else "Warning"
-    op.kube.post_event(run, reason, message or f"the run {phase}", event_type)
+    event_reason = {"completed": "Completed", "failed": "Failed", "cancelled": "Cancelled"}[phase]
+    event_message = message or f"the run {phase}"
+    if reason != event_reason:
+        event_message = f"{reason}: {event_message}"
+    op.kube.post_event(run, event_reason, event_message, event_type)
     logger.info("PipelineRun %s ended %s: %s", describe(run), phase, message or reason)
 
 

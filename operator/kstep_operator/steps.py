@@ -142,11 +142,15 @@ def _start_attempt(
         "retryAt": None,
         "observedGeneration": metadata.get("generation"),
     }
-    if not (step_run.get("status") or {}).get("startTime"):
+    first = not (step_run.get("status") or {}).get("startTime")
+    if first:
         status["startTime"] = now
     _patch(op, step_run, status)
     if attempt > 1:
         op.kube.post_event(step_run, "Retrying", f"attempt {attempt} started")
+    elif first:
+        where = f"in Job {job_name}" if job_name else "on the inline executor"
+        op.kube.post_event(step_run, "Started", f"attempt 1 started {where}")
 
 
 def _insert_row(
@@ -459,6 +463,7 @@ def serve_from_cache(
     )
     op.metrics.cache_hits.inc()
     op.metrics.steps.labels("cached", definition.get("runtime", "inline")).inc()
+    op.kube.post_event(step_run, "CacheHit", f"outputs of step run {original.id} reused")
     return True
 
 
