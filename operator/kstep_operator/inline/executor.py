@@ -13,9 +13,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import IO, Any
@@ -24,8 +26,9 @@ from kstep_operator.inline.protocol import decode, send
 
 logger = logging.getLogger(__name__)
 
-# What a worker inherits from the executor's own environment: nothing secret.
-_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+# What a worker inherits from the executor's own environment: nothing secret. Not even HOME,
+# where a kubeconfig (~/.kube/config) or cloud credentials may live: each worker gets its own.
+_INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 
 
 class _Worker:
@@ -45,6 +48,7 @@ class Executor:
         self._workers: dict[str, _Worker] = {}
         self._client: IO[bytes] | None = None
         self._last_client = time.monotonic()
+        self._homes = tempfile.mkdtemp(prefix="kstep-inline-homes-")
 
     # -------------------------------------------------------------- serving
 
@@ -75,6 +79,7 @@ class Executor:
         finally:
             server.close()
             self._stop_workers()
+            shutil.rmtree(self._homes, ignore_errors=True)
 
     def _idle_for(self) -> float:
         with self._lock:
@@ -145,6 +150,9 @@ class Executor:
                 return worker
             environment = {k: os.environ[k] for k in _INHERITED if k in os.environ}
             environment.update({k: str(v) for k, v in env.items()})
+            home = os.path.join(self._homes, key[:16])
+            os.makedirs(home, mode=0o700, exist_ok=True)
+            environment["HOME"] = home
             environment["KSTEP_CODE"] = json.dumps(code)
             environment["KSTEP_INLINE_WORKERS"] = str(self.threads_per_worker)
             environment["KSTEP_ECHO_STEP_LOGS"] = "false"
