@@ -163,14 +163,22 @@ def _ensure_run_row(op: Operator, run: dict[str, Any], run_id: str) -> None:
         pass
     try:
         metadata_store.create_run(record)
+        return
     except Exception as error:
         if not isinstance(getattr(error, "__cause__", None), IntegrityError) and not isinstance(
             error, IntegrityError
         ):
             raise
-        # The name is taken by a run of another namespace: keep both, told apart by uid.
-        record.name = f"{metadata['name']}-{metadata['uid'][:8]}"
-        metadata_store.create_run(record)
+        # Only a run of the same name in another namespace (or an earlier one) justifies
+        # another name; any other conflict is an error, not a reason to rename this run.
+        try:
+            holder = metadata_store.get_run(record.name)
+        except LookupError:
+            raise error from None
+    if holder.id == run_id:
+        return
+    record.name = f"{metadata['name']}-{metadata['uid'][:8]}"
+    metadata_store.create_run(record)
 
 
 def _check(op: Operator, run: dict[str, Any]) -> dag.Problem | None:

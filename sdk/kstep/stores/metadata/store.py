@@ -134,14 +134,17 @@ class MetadataStore:
         cached = self._pipeline_ids.get(name)
         if cached is not None:
             return cached
+        # Runs of a new pipeline may start at once in several threads or processes: whoever
+        # inserts second must find the first one's row, not fail on the unique name.
+        self._insert_ignore(
+            connection,
+            pipelines_t,
+            {"id": new_id(), "name": name, "created_at": utcnow()},
+            ["name"],
+        )
         found = connection.execute(
             select(pipelines_t.c.id).where(pipelines_t.c.name == name)
-        ).scalar()
-        if found is None:
-            found = new_id()
-            connection.execute(
-                insert(pipelines_t), {"id": found, "name": name, "created_at": utcnow()}
-            )
+        ).scalar_one()
         self._pipeline_ids[name] = found
         return str(found)
 
