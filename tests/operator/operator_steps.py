@@ -165,6 +165,13 @@ def inspect_environment() -> None:
     environment()
 
 
+@pipeline(enable_cache=False)
+def mixed(n: int = 1) -> None:
+    """Inline and isolated steps, with a fan-out and a fan-in."""
+    value = seed(n)
+    total([cube(value), square(value)])
+
+
 @pipeline
 def chain(length: int = 5, salt: str = "") -> None:
     value = seed(1, salt)
