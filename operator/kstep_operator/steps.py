@@ -219,6 +219,12 @@ def _check_attempt(op: Operator, step_run: dict[str, Any], run: dict[str, Any]) 
         return
     if op.executor.knows(attempt_id) or not op.executor.ready.is_set():
         return
+    # The executor forgets a step once it is done, and the step records its outcome before
+    # that: read the row again, for the step may have ended since the first read.
+    row = _row(op, attempt_id)
+    if row is not None and row.status in _ENDED_ROWS:
+        _settle(op, step_run, attempt, row)
+        return
     _lose(
         op,
         step_run,
@@ -245,6 +251,11 @@ def _check_job(op: Operator, step_run: dict[str, Any], attempt: int, attempt_id:
             )
             return
         job = op.kube.get(JOBS, metadata["namespace"], job_name)
+        row = _row(op, attempt_id) if job is None else None
+        if row is not None and row.status in _ENDED_ROWS:
+            # Deleted after its step recorded an outcome: the outcome stands.
+            _settle(op, step_run, attempt, row)
+            return
         if job is None:
             _lose(
                 op,
@@ -286,6 +297,14 @@ def _lose(
 ) -> None:
     """Record an attempt that ended without the runner recording it, then settle it."""
     final = attempt > _max_retries(step_run)
+    logger.warning(
+        "Attempt %d of StepRun %s is lost (%s): %s; %s.",
+        attempt,
+        describe(step_run),
+        reason,
+        message,
+        "the step fails" if final else "it is retried",
+    )
     op.stores.metadata.update_step_run(
         attempt_id,
         status="failed" if final else "retrying",
