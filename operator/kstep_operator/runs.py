@@ -19,6 +19,7 @@ from kstep.cluster.objects import step_run_manifest
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep_operator import steps
 from kstep_operator.context import Operator, describe
+from kstep_operator.inline.client import CodeNotLoadable
 from kstep_operator.kube import JOBS, PIPELINE_RUNS, STEP_RUNS, ApiError, now_iso, parse_time
 from kstep_operator.reconcile import dag
 from kstep_operator.reconcile.manifests import job_outcome, orchestrator_job_manifest
@@ -220,7 +221,13 @@ def _check_functions(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
     if not references:
         return None
     env = op.store_environment(run["metadata"]["namespace"], spec.get("storeSecret")) or {}
-    problems = op.executor.validate(references, env, code, timeout=120)
+    try:
+        problems = op.executor.validate(references, env, code, timeout=120)
+    except CodeNotLoadable as error:
+        return dag.Problem(
+            "InvalidCodeArchive",
+            f"the run's code archive {code.get('archive')!r} cannot be loaded: {error}",
+        )
     if not problems:
         return None
     reference, why = sorted(problems.items())[0]

@@ -146,6 +146,25 @@ def test_invalid_run_fails_with_a_reason_naming_the_culprit(
         assert fragment in message, message
 
 
+def test_run_of_a_missing_code_archive_fails_with_a_reason_naming_the_archive(
+    shared_cluster: Cluster,
+) -> None:
+    sha256 = "0" * 64
+    archive = f"{shared_cluster.store_env['KSTEP_ARTIFACT_ROOT']}/code/{sha256}.tar.gz"
+
+    def name_a_missing_archive(spec: dict[str, Any]) -> None:
+        spec["code"] = {"archive": archive, "archiveSha256": sha256}
+
+    name = shared_cluster.create(_chain(shared_cluster, name_a_missing_archive))
+
+    run = _assert_fails_cleanly(shared_cluster, name)
+
+    reason, message = _reason_and_message(run)
+    assert reason == "InvalidCodeArchive", message
+    assert f"the run's code archive {archive!r} cannot be loaded" in message, message
+    assert "does not exist" in message, message
+
+
 @pytest.mark.parametrize(
     ("edit", "fragments"),
     [

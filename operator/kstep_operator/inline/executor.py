@@ -36,6 +36,7 @@ class _Worker:
         self.key = key
         self.process = process
         self.running: set[str] = set()
+        self.validating: set[str] = set()
 
 
 class Executor:
@@ -136,6 +137,8 @@ class Executor:
         with self._lock:
             if op == "run":
                 worker.running.add(message["request"]["step_run_id"])
+            else:
+                worker.validating.add(str(message.get("id")))
             try:
                 assert worker.process.stdin is not None
                 send(worker.process.stdin, forwarded)
@@ -178,16 +181,30 @@ class Executor:
             if message.get("op") == "done":
                 with self._lock:
                     worker.running.discard(message.get("step_run_id", ""))
+            elif message.get("op") == "validated":
+                with self._lock:
+                    worker.validating.discard(str(message.get("id")))
             self._send(message)
         code = worker.process.wait()
         with self._lock:
             lost = sorted(worker.running)
             worker.running.clear()
+            unanswered = sorted(worker.validating)
+            worker.validating.clear()
             if self._workers.get(worker.key) is worker:
                 del self._workers[worker.key]
         logger.warning("Inline worker %s exited with %s.", worker.key[:12], code)
         if lost:
             self._send({"op": "lost", "step_run_ids": lost})
+        # Whoever waits for a validation learns now that it will not come, not at a timeout.
+        for request_id in unanswered:
+            self._send(
+                {
+                    "op": "validated",
+                    "id": request_id,
+                    "unavailable": f"the worker of this code version exited with code {code}",
+                }
+            )
 
     def _stop_workers(self) -> None:
         with self._lock:
