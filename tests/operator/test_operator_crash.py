@@ -188,12 +188,21 @@ def test_operator_killed_at_random_moments_completes_every_run_running_each_step
         phases = [(r.get("status") or {}).get("phase") for r in listed]
         return len(phases) == len(run_names) and all(p in _TERMINAL for p in phases)
 
-    # Kill the operator (SIGKILL) at random moments while the runs go on, and restart it at
-    # once; the executor keeps running, as its own container would.
+    def serving() -> bool:
+        try:
+            return kstep_cluster.metric("kstep_operator_leader") == 1
+        except OSError:
+            return False
+
+    # Kill the operator (SIGKILL) at random moments of its work while the runs go on, and
+    # restart it at once; the executor keeps running, as its own container would.
     killed = 0
     started = time.monotonic()
-    while killed < 10 and time.monotonic() - started < 90 and not all_finished():
-        time.sleep(kills.uniform(0.3, 4.0))
+    while killed < 10 and time.monotonic() - started < 100:
+        wait_for(serving, "the operator to serve", timeout=60)
+        time.sleep(kills.uniform(0.2, 3.0))
+        if all_finished():
+            break
         processes.kill_operator()
         processes.start_operator()
         killed += 1
