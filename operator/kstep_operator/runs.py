@@ -590,8 +590,8 @@ def _finish(
     }
     if not (run.get("status") or {}).get("startTime"):
         status["startTime"] = now
-    patched = op.kube.patch_status(PIPELINE_RUNS, metadata["namespace"], metadata["name"], status)
-    op.cache.put_run(patched)
+    # The metadata store first: once the status says the run ended, no reconcile comes back
+    # to it, so an operator that dies in between must leave the store's record to redo.
     op.stores.metadata.update_run(
         names.run_id(metadata["uid"]),
         status=phase,
@@ -599,6 +599,8 @@ def _finish(
         message=message or None,
         failed_step=failed_step,
     )
+    patched = op.kube.patch_status(PIPELINE_RUNS, metadata["namespace"], metadata["name"], status)
+    op.cache.put_run(patched)
     op.metrics.runs.labels(phase).inc()
     # The event's reason is the new phase, as for steps; the condition's reason says why.
     event_type = "Normal" if phase == "completed" else "Warning"
