@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import logging
 import os
+import pstats
 import threading
 import time
 from collections.abc import Hashable, Iterator
@@ -106,6 +108,8 @@ class Operator:
         self.executor = ExecutorClient(executor_socket, self._inline_done, self._inline_lost)
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
         self._lock = threading.Lock()
+        self._thread_state = threading.local()
+        self._profilers: list[cProfile.Profile] = []
 
     def start(self) -> None:
         """Start reconciling and connect to the inline executor."""
@@ -117,6 +121,7 @@ class Operator:
         """Stop handing out work."""
         self.queue.stop()
         self.executor.stop()
+        self._write_profile()
 
     # -------------------------------------------------------------- dispatch
 
@@ -132,13 +137,43 @@ class Operator:
         from kstep_operator import runs, steps
 
         kind, namespace, name = str(key[0]), str(key[1]), str(key[2])  # type: ignore[index]
+        profiler = self._profiler()
         started = time.perf_counter()
-        if kind == RUN:
-            runs.reconcile_run(self, namespace, name)
-        else:
-            steps.reconcile_step(self, namespace, name)
+        if profiler is not None:
+            profiler.enable()
+        try:
+            if kind == RUN:
+                runs.reconcile_run(self, namespace, name)
+            else:
+                steps.reconcile_step(self, namespace, name)
+        finally:
+            if profiler is not None:
+                profiler.disable()
         self.metrics.reconcile_duration.labels(kind).observe(time.perf_counter() - started)
         self.metrics.queue_depth.set(self.queue.depth())
+
+    def _profiler(self) -> cProfile.Profile | None:
+        # One profiler per worker thread: a profiler only sees the thread that enabled it.
+        if not self.settings.profile_path:
+            return None
+        profiler: cProfile.Profile | None = getattr(self._thread_state, "profiler", None)
+        if profiler is None:
+            profiler = cProfile.Profile()
+            self._thread_state.profiler = profiler
+            with self._lock:
+                self._profilers.append(profiler)
+        return profiler
+
+    def _write_profile(self) -> None:
+        with self._lock:
+            profilers = list(self._profilers)
+        if not self.settings.profile_path or not profilers:
+            return
+        statistics = pstats.Stats(profilers[0])
+        for profiler in profilers[1:]:
+            statistics.add(profiler)
+        statistics.dump_stats(self.settings.profile_path)
+        logger.info("The reconciles' profile is in %s.", self.settings.profile_path)
 
     def _failed(self, key: Hashable, error: BaseException) -> None:
         kind = key[0]  # type: ignore[index]

@@ -84,3 +84,8 @@ class OperatorSettings(BaseSettings):
         default=None, description="This replica's identity for the Lease; default: host name."
     )
     log_format: str = Field(default="text", pattern="^(text|json)$")
+    profile_path: str | None = Field(
+        default=None,
+        description="Profile every reconcile (cProfile, all worker threads) and write the "
+        "statistics to this file when the operator stops; for finding where time goes.",
+    )
