@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import os
 import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_harness import BIN, HERE, ROOT, Cluster, OperatorProcesses, free_port
+from operator_harness import Cluster, apply_crds, operator_cluster, store_settings
 
 from testbed.processes import wait_until
 
@@ -23,112 +18,18 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="session")
 def kstep_crds(control_plane: Any) -> None:
     """The project's CRDs, applied once and established."""
-    kubectl = [str(BIN / "kubectl"), f"--kubeconfig={control_plane.admin_kubeconfig}"]
-    subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
-    subprocess.run(
-        [
-            *kubectl,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/pipelineruns.kstep.dev",
-            "crd/stepruns.kstep.dev",
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
-def _store_env(postgres_url: str, s3: Any) -> dict[str, str]:
-    return {
-        "KSTEP_METADATA_URL": postgres_url,
-        "KSTEP_ARTIFACT_ROOT": s3.uri("kstep"),
-        "KSTEP_S3_ENDPOINT_URL": s3.endpoint_url,
-        **{k: v for k, v in s3.env.items() if not k.startswith("AWS_ENDPOINT")},
-    }
+    apply_crds(control_plane.admin_kubeconfig)
 
 
 @pytest.fixture
 def store_env(postgres_url: str, s3: Any) -> dict[str, str]:
     """Store settings every component of a test shares: Postgres and a fresh S3 bucket."""
-    return _store_env(postgres_url, s3)
+    return store_settings(postgres_url, s3)
 
 
 @pytest.fixture
 def side_channel(tmp_path: Path) -> Path:
     return tmp_path / "side-channel.log"
-
-
-@contextlib.contextmanager
-def operator_cluster(
-    control_plane: Any,
-    namespace: str,
-    store_env: dict[str, str],
-    side_channel: Path,
-    workdir: Path,
-) -> Iterator[Cluster]:
-    """Start the operator and its executor watching `namespace`, with the stores it needs."""
-    from kubernetes import client
-
-    api = control_plane.api_client("admin")
-    core = client.CoreV1Api(api)
-    code_env = {"PYTHONPATH": str(HERE), "KSTEP_TEST_SIDE_CHANNEL": str(side_channel)}
-    secret_data = {**store_env, **code_env}
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "kstep-stores"},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret_data.items()},
-        },
-    )
-    core.create_namespaced_service_account(
-        namespace, {"metadata": {"name": "kstep-step"}, "automountServiceAccountToken": False}
-    )
-
-    workdir.mkdir()
-    # The operator's own credentials, where a user's inline code must not find them: a
-    # kubeconfig in its environment and in its home directory, and the variables every
-    # container of a pod gets.
-    (workdir / ".kube").mkdir()
-    shutil.copy(control_plane.admin_kubeconfig, workdir / ".kube" / "config")
-    environment = {
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "HOME": str(workdir),
-        "KUBECONFIG": str(control_plane.admin_kubeconfig),
-        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-        "KUBERNETES_SERVICE_PORT": "443",
-        "KSTEP_HOME": str(workdir / "home"),
-        "KSTEP_OPERATOR_NAMESPACES": f'["{namespace}"]',
-        "KSTEP_OPERATOR_IMAGE": "kstep:test",
-        "KSTEP_OPERATOR_LOST_JOB_GRACE_SECONDS": "2",
-        "KSTEP_OPERATOR_SWEEP_SECONDS": "0.5",
-        **store_env,
-        **code_env,
-    }
-    processes = OperatorProcesses(
-        environment=environment,
-        workdir=workdir,
-        socket_path=workdir / "executor.sock",
-        metrics_port=free_port(),
-    )
-    environment["KSTEP_OPERATOR_EXECUTOR_SOCKET"] = str(processes.socket_path)
-    environment["KSTEP_OPERATOR_METRICS_PORT"] = str(processes.metrics_port)
-    processes.start_executor()
-    processes.start_operator()
-
-    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "kubectl"), f"--kubeconfig={control_plane.admin_kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-        )
-
-    try:
-        yield Cluster(api, namespace, processes, store_env, kubectl, side_channel)
-    finally:
-        processes.stop()
-        api.close()
 
 
 @pytest.fixture
@@ -182,7 +83,7 @@ def shared_cluster(
             with operator_cluster(
                 control_plane,
                 namespace,
-                _store_env(postgres_url, bucket),
+                store_settings(postgres_url, bucket),
                 workdir / "side-channel.log",
                 workdir / "operator",
             ) as cluster:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,10 +24,119 @@ GROUP = "kstep.dev"
 VERSION = "v1alpha1"
 
 
+def apply_crds(kubeconfig: Path | str) -> None:
+    """Apply the project's CRDs and wait until they are established."""
+    kubectl = [str(BIN / "kubectl"), f"--kubeconfig={kubeconfig}"]
+    subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *kubectl,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/pipelineruns.kstep.dev",
+            "crd/stepruns.kstep.dev",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def store_settings(postgres_url: str, bucket: Any) -> dict[str, str]:
+    """Store settings every component shares: a Postgres database and an S3 bucket."""
+    return {
+        "KSTEP_METADATA_URL": postgres_url,
+        "KSTEP_ARTIFACT_ROOT": bucket.uri("kstep"),
+        "KSTEP_S3_ENDPOINT_URL": bucket.endpoint_url,
+        **{k: v for k, v in bucket.env.items() if not k.startswith("AWS_ENDPOINT")},
+    }
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def operator_cluster(
+    control_plane: Any,
+    namespace: str,
+    store_env: dict[str, str],
+    side_channel: Path,
+    workdir: Path,
+    *,
+    code_paths: tuple[Path, ...] = (),
+    settings: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """Start the operator and its executor watching `namespace`, with the stores it needs.
+
+    `code_paths` are importable by steps besides this folder; `settings` are further
+    environment variables of the operator.
+    """
+    from kubernetes import client
+
+    api = control_plane.api_client("admin")
+    core = client.CoreV1Api(api)
+    python_path = os.pathsep.join(str(p) for p in (HERE, *code_paths))
+    code_env = {"PYTHONPATH": python_path, "KSTEP_TEST_SIDE_CHANNEL": str(side_channel)}
+    secret_data = {**store_env, **code_env}
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "kstep-stores"},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret_data.items()},
+        },
+    )
+    core.create_namespaced_service_account(
+        namespace, {"metadata": {"name": "kstep-step"}, "automountServiceAccountToken": False}
+    )
+
+    workdir.mkdir()
+    # The operator's own credentials, where a user's inline code must not find them: a
+    # kubeconfig in its environment and in its home directory, and the variables every
+    # container of a pod gets.
+    (workdir / ".kube").mkdir()
+    shutil.copy(control_plane.admin_kubeconfig, workdir / ".kube" / "config")
+    environment = {
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "HOME": str(workdir),
+        "KUBECONFIG": str(control_plane.admin_kubeconfig),
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+        "KSTEP_HOME": str(workdir / "home"),
+        "KSTEP_OPERATOR_NAMESPACES": f'["{namespace}"]',
+        "KSTEP_OPERATOR_IMAGE": "kstep:test",
+        "KSTEP_OPERATOR_LOST_JOB_GRACE_SECONDS": "2",
+        "KSTEP_OPERATOR_SWEEP_SECONDS": "0.5",
+        **store_env,
+        **code_env,
+        **(settings or {}),
+    }
+    processes = OperatorProcesses(
+        environment=environment,
+        workdir=workdir,
+        socket_path=workdir / "executor.sock",
+        metrics_port=free_port(),
+    )
+    environment["KSTEP_OPERATOR_EXECUTOR_SOCKET"] = str(processes.socket_path)
+    environment["KSTEP_OPERATOR_METRICS_PORT"] = str(processes.metrics_port)
+    processes.start_executor()
+    processes.start_operator()
+
+    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "kubectl"), f"--kubeconfig={control_plane.admin_kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+        )
+
+    try:
+        yield Cluster(api, namespace, processes, store_env, kubectl, side_channel)
+    finally:
+        processes.stop()
+        api.close()
 
 
 @dataclass
