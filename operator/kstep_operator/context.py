@@ -110,6 +110,8 @@ class Operator:
         self._lock = threading.Lock()
         self._thread_state = threading.local()
         self._profilers: list[cProfile.Profile] = []
+        self._waiting_runs: set[tuple[str, str]] = set()
+        self._reserved = 0
 
     def start(self) -> None:
         """Start reconciling and connect to the inline executor."""
@@ -198,6 +200,16 @@ class Operator:
         with self._lock:
             self.inline_attempts[step_run_id] = (namespace, name)
 
+    # -------------------------------------------------------------- the global limit
+
+    def capacity_freed(self) -> None:
+        """A step ended (or room was released): queue the runs that waited for room."""
+        with self._lock:
+            waiting = list(self._waiting_runs)
+            self._waiting_runs.clear()
+        for namespace, name in waiting:
+            self.enqueue_run(namespace, name)
+
     # -------------------------------------------------------------- store settings
 
     def store_environment(self, namespace: str, secret: str | None) -> dict[str, str] | None:
@@ -254,6 +266,8 @@ class Operator:
                     metadata = step_run["metadata"]
                     self.enqueue_step(metadata["namespace"], metadata["name"])
         self.metrics.steps_active.set(active)
+        # A safety net for runs waiting for room under the global limit.
+        self.capacity_freed()
         running_runs = 0
         for run in self.cache.all_runs():
             if runs.needs_attention(self, run):
@@ -261,6 +275,31 @@ class Operator:
             if (run.get("status") or {}).get("phase") == "running":
                 running_runs += 1
         self.metrics.runs_active.set(running_runs)
+
+    @contextlib.contextmanager
+    def room_for_steps(self, namespace: str, name: str, wanted: int) -> Iterator[int]:
+        """Reserve room for up to `wanted` more active StepRuns of a run under the global limit.
+
+        Yields how many may start; the room stays taken until the block ends, by when the
+        StepRuns started in it are in the cache, where `active_steps` counts them. A run
+        given less than it wanted is queued again when room may have come free.
+        """
+        with self._lock:
+            free = self.settings.max_active_steps - self.active_steps() - self._reserved
+            granted = max(0, min(wanted, free))
+            self._reserved += granted
+            # Noted under the same lock as the count, so that no step can end unnoticed in
+            # between (its end is in the cache before it calls `capacity_freed`).
+            if granted < wanted:
+                self._waiting_runs.add((namespace, name))
+        try:
+            yield granted
+        finally:
+            with self._lock:
+                self._reserved -= granted
+            if granted:
+                # Room reserved but not used may be what another run was refused.
+                self.capacity_freed()
 
     def active_steps(self) -> int:
         """StepRuns not yet ended, across all runs (for the global limit)."""

@@ -58,32 +58,30 @@ def reconcile_run(op: Operator, namespace: str, name: str) -> None:
         if (sr.get("status") or {}).get("phase")
     }
     active = sum(1 for p in phases.values() if p not in dag.TERMINAL)
-    capacity = max(
-        0,
-        min(
-            spec.get("parallelism", 32) - active,
-            op.settings.max_active_steps - op.active_steps(),
-        ),
-    )
-    plan = dag.plan(
-        spec,
-        phases,
-        capacity=capacity,
-        cancelled=spec.get("status") == "Cancelled",
-        timed_out=_timed_out(run),
-    )
+    room_in_run = max(0, spec.get("parallelism", 32) - active)
+    # The room under the global limit stays reserved until the new StepRuns are in the
+    # cache, so that runs reconciled at the same time do not take the same room twice.
+    with op.room_for_steps(namespace, name, room_in_run) as capacity:
+        plan = dag.plan(
+            spec,
+            phases,
+            capacity=capacity,
+            cancelled=spec.get("status") == "Cancelled",
+            timed_out=_timed_out(run),
+        )
 
-    if plan.cancel_active:
-        reason = _stop_reason(run, plan)
-        for step_run in step_runs.values():
-            if (step_run.get("status") or {}).get("phase") not in dag.TERMINAL:
-                phases[step_run["spec"]["invocationId"]] = steps.cancel(op, step_run, reason)
-    for invocation_id, why in plan.skip.items():
-        _skip(op, run, invocation_id, why)
-        phases[invocation_id] = "skipped"
-    invocations = {i["id"]: i for i in spec.get("steps") or []}
-    for invocation_id in plan.start:
-        phases[invocation_id] = _launch(op, run, invocations[invocation_id], step_runs)
+        if plan.cancel_active:
+            reason = _stop_reason(run, plan)
+            for step_run in step_runs.values():
+                if (step_run.get("status") or {}).get("phase") not in dag.TERMINAL:
+                    invocation_id = step_run["spec"]["invocationId"]
+                    phases[invocation_id] = steps.cancel(op, step_run, reason)
+        for invocation_id, why in plan.skip.items():
+            _skip(op, run, invocation_id, why)
+            phases[invocation_id] = "skipped"
+        invocations = {i["id"]: i for i in spec.get("steps") or []}
+        for invocation_id in plan.start:
+            phases[invocation_id] = _launch(op, run, invocations[invocation_id], step_runs)
 
     _record(op, run, phases)
 

@@ -408,6 +408,7 @@ def _ended(
     op.kube.post_event(step_run, reason, message, event_type)
     metadata = step_run["metadata"]
     op.enqueue_run(metadata["namespace"], step_run["spec"]["pipelineRun"])
+    op.capacity_freed()
 
 
 # ------------------------------------------------------------------ cache and cancel
@@ -482,6 +483,7 @@ def serve_from_cache(
     )
     op.metrics.cache_hits.inc()
     op.metrics.steps.labels("cached", definition.get("runtime", "inline")).inc()
+    op.capacity_freed()
     op.kube.post_event(step_run, "CacheHit", f"outputs of step run {original.id} reused")
     return True
 
@@ -543,6 +545,7 @@ def _cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
     op.metrics.steps.labels(
         "cancelled", step_run["spec"]["definition"].get("runtime", "inline")
     ).inc()
+    op.capacity_freed()
     op.kube.post_event(step_run, "Cancelled", why, "Warning")
 
 

@@ -33,6 +33,12 @@ def side_channel(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def operator_settings() -> dict[str, str]:
+    """More KSTEP_OPERATOR_* settings of the operator; a test parametrizes it to change them."""
+    return {}
+
+
+@pytest.fixture
 def kstep_cluster(
     control_plane: Any,
     kubelet_standin: Any,
@@ -41,10 +47,16 @@ def kstep_cluster(
     store_env: dict[str, str],
     side_channel: Path,
     tmp_path: Path,
+    operator_settings: dict[str, str],
 ) -> Iterator[Cluster]:
     """The operator and its executor watching a fresh namespace, with the stores it needs."""
     with operator_cluster(
-        control_plane, namespace, store_env, side_channel, tmp_path / "operator"
+        control_plane,
+        namespace,
+        store_env,
+        side_channel,
+        tmp_path / "operator",
+        settings=operator_settings,
     ) as cluster:
         yield cluster
 

@@ -1,6 +1,10 @@
-"""A run's limits: `timeoutSeconds` stops it, `ttlSecondsAfterFinished` deletes it."""
+"""Limits: a run's parallelism and the operator's global limit bound the steps running at
+once; `timeoutSeconds` stops a run, `ttlSecondsAfterFinished` deletes it."""
 
 from __future__ import annotations
+
+import datetime
+from typing import Any
 
 import operator_steps as steps
 import pytest
@@ -8,6 +12,46 @@ from kubernetes.client.exceptions import ApiException
 from operator_harness import Cluster, side_channel_counts, wait_for
 
 pytestmark = pytest.mark.cluster
+
+
+def _most_at_once(step_runs: list[dict[str, Any]]) -> int:
+    """The most StepRuns that were running at one moment (from their start and end times)."""
+
+    def moment(value: str) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+    changes = sorted(
+        change
+        for s in step_runs
+        if s["status"].get("startTime")
+        for change in (
+            (moment(s["status"]["startTime"]), 1),
+            (moment(s["status"]["completionTime"]), -1),
+        )
+    )
+    running = most = 0
+    for _, change in changes:
+        running += change
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize("operator_settings", [{"KSTEP_OPERATOR_MAX_ACTIVE_STEPS": "2"}])
+def test_steps_running_at_once_stay_within_the_run_parallelism_and_the_global_limit(
+    kstep_cluster: Cluster,
+) -> None:
+    # Three runs of four independent steps each: together they would run 12 at once.
+    names = [
+        kstep_cluster.submit(steps.fan, {"n": 2, "salt": f"limits-{i}"}, parallelism=p)
+        for i, p in enumerate((1, 4, 4))
+    ]
+
+    runs = [kstep_cluster.wait(name, timeout=120) for name in names]
+
+    assert [r["status"]["phase"] for r in runs] == ["completed"] * 3
+    step_runs = {name: list(kstep_cluster.step_runs(name).values()) for name in names}
+    assert _most_at_once(step_runs[names[0]]) == 1
+    assert _most_at_once([s for found in step_runs.values() for s in found]) <= 2
 
 
 def test_run_timeout_fails_the_run_with_reason_timeout_and_stops_its_jobs(
