@@ -9,7 +9,8 @@ import os
 import pstats
 import threading
 import time
-from collections.abc import Hashable, Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 from kstep._settings import Settings
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 RUN = "run"
 STEP = "step"
+
+# Artifact version records kept in memory for cache keys (a few hundred bytes each).
+_VERSIONS_KEPT = 50_000
 
 # Store settings a step needs; everything else in the operator's environment stays there.
 _STORE_VARIABLES = (
@@ -110,8 +114,11 @@ class Operator:
         self._lock = threading.Lock()
         self._thread_state = threading.local()
         self._profilers: list[cProfile.Profile] = []
+        self._counts_written: dict[tuple[str, str], float] = {}
         self._waiting_runs: set[tuple[str, str]] = set()
         self._reserved = 0
+        self._run_names: dict[str, str] = {}
+        self._versions: OrderedDict[str, Any] = OrderedDict()
 
     def start(self) -> None:
         """Start reconciling and connect to the inline executor."""
@@ -209,6 +216,56 @@ class Operator:
             self._waiting_runs.clear()
         for namespace, name in waiting:
             self.enqueue_run(namespace, name)
+
+    # -------------------------------------------------------------- pacing and memos
+
+    def counts_wait(self, namespace: str, name: str) -> float:
+        """Seconds until a run's step counts may be written again (0: now)."""
+        with self._lock:
+            written = self._counts_written.get((namespace, name))
+        if written is None:
+            return 0.0
+        return max(0.0, written + self.settings.counts_interval_seconds - time.monotonic())
+
+    def counts_were_written(self, namespace: str, name: str) -> None:
+        """Note that a run's step counts were written now."""
+        with self._lock:
+            self._counts_written[(namespace, name)] = time.monotonic()
+
+    def run_ended(self, namespace: str, name: str, uid: str) -> None:
+        """Forget what was kept about a run while it ran."""
+        with self._lock:
+            self._counts_written.pop((namespace, name), None)
+            self._run_names.pop(uid, None)
+
+    def run_name(self, uid: str) -> str | None:
+        """The name a run has in the metadata store, once looked up (it never changes)."""
+        with self._lock:
+            return self._run_names.get(uid)
+
+    def remember_run_name(self, uid: str, name: str) -> None:
+        with self._lock:
+            self._run_names[uid] = name
+
+    def artifact_versions(self, ids: list[str]) -> dict[str, Any]:
+        """Artifact version records by id; versions never change, so each is read once."""
+        with self._lock:
+            found = {i: self._versions[i] for i in ids if i in self._versions}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            read = self.stores.metadata.versions_by_id(missing)
+            self.remember_versions(read.values())
+            found.update(read)
+        return found
+
+    def remember_versions(self, records: Iterable[Any]) -> None:
+        """Keep artifact version records (the outputs a step just recorded, for instance)."""
+        with self._lock:
+            for record in records:
+                self._versions[record.id] = record
+                self._versions.move_to_end(record.id)
+            while len(self._versions) > _VERSIONS_KEPT:
+                self._versions.popitem(last=False)
 
     # -------------------------------------------------------------- store settings
 

@@ -18,7 +18,7 @@ from kstep.cluster import names
 from kstep.cluster.objects import step_run_manifest
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep_operator import steps
-from kstep_operator.context import Operator, describe
+from kstep_operator.context import RUN, Operator, describe
 from kstep_operator.inline.client import CodeNotLoadable
 from kstep_operator.kube import JOBS, PIPELINE_RUNS, STEP_RUNS, ApiError, now_iso, parse_time
 from kstep_operator.reconcile import dag
@@ -390,7 +390,7 @@ def _launch(
         run, invocation["id"], definition, inputs, upstream=upstream, cache_key=cache_key
     )
     try:
-        created = op.kube.create_or_get(STEP_RUNS, run["metadata"]["namespace"], body)
+        created, new = op.kube.create_or_adopt(STEP_RUNS, run["metadata"]["namespace"], body)
     except ApiError as error:
         logger.warning("Creating the StepRun of %r failed: %s", invocation["id"], error)
         raise
@@ -405,7 +405,7 @@ def _launch(
         hit = steps.serve_from_cache(op, created, run, cache_key, definition)
         if hit:
             return "cached"
-    steps.start_attempt(op, created, 1, run=run)
+    steps.start_attempt(op, created, 1, run=run, new=new)
     return "running"
 
 
@@ -425,7 +425,7 @@ def _resolve(value: dict[str, Any], outputs: dict[str, dict[str, str]]) -> dict[
 
 def _cache_key(op: Operator, definition: dict[str, Any], inputs: dict[str, Any]) -> str:
     ids = [i for value in inputs.values() for i in _artifact_ids(value)]
-    versions = op.stores.metadata.versions_by_id(ids)
+    versions = op.artifact_versions(ids)
     parameters = {k: v["param"] for k, v in inputs.items() if "param" in v}
     tokens: dict[str, Any] = {}
     for name, value in inputs.items():
@@ -523,22 +523,27 @@ def _record(op: Operator, run: dict[str, Any], phases: dict[str, str]) -> None:
         cancelled=spec.get("status") == "Cancelled",
         timed_out=_timed_out(run),
     )
+    namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
     if not plan.finished:
-        if counts != status.get("stepCounts"):
+        # Counts change with every step: they are written at most once per interval, which
+        # keeps a run's many transitions from each costing a write of the run.
+        wait = op.counts_wait(namespace, name)
+        if counts != status.get("stepCounts") and wait > 0:
+            op.queue.add_after((RUN, namespace, name), wait)
+        elif counts != status.get("stepCounts"):
             patched = op.kube.patch_status(
                 PIPELINE_RUNS,
-                run["metadata"]["namespace"],
-                run["metadata"]["name"],
+                namespace,
+                name,
                 {"stepCounts": counts_patch(status.get("stepCounts"), counts)},
             )
             op.cache.put_run(patched)
+            op.counts_were_written(namespace, name)
         timeout = spec.get("timeoutSeconds")
         started = parse_time(status.get("startTime"))
         if timeout and started is not None:
             remaining = timeout - _age(started)
-            op.queue.add_after(
-                ("run", run["metadata"]["namespace"], run["metadata"]["name"]), max(remaining, 0.05)
-            )
+            op.queue.add_after((RUN, namespace, name), max(remaining, 0.05))
         return
     message = plan.message
     if plan.phase == "failed" and plan.failed_step and not message:
@@ -599,6 +604,8 @@ def _finish(
     )
     patched = op.kube.patch_status(PIPELINE_RUNS, metadata["namespace"], metadata["name"], status)
     op.cache.put_run(patched)
+    op.run_ended(metadata["namespace"], metadata["name"], metadata["uid"])
+    _expire(op, patched)
     op.metrics.runs.labels(phase).inc()
     # The event's reason is the new phase, as for steps; the condition's reason says why.
     event_type = "Normal" if phase == "completed" else "Warning"
@@ -656,7 +663,7 @@ def _expire(op: Operator, run: dict[str, Any]) -> None:
     remaining = ttl - _age(finished)
     metadata = run["metadata"]
     if remaining > 0:
-        op.queue.add_after(("run", metadata["namespace"], metadata["name"]), remaining)
+        op.queue.add_after((RUN, metadata["namespace"], metadata["name"]), remaining)
         return
     if op.kube.delete(PIPELINE_RUNS, metadata["namespace"], metadata["name"]):
         logger.info("PipelineRun %s is deleted: its TTL after finishing ran out.", describe(run))

@@ -59,6 +59,12 @@ class OperatorSettings(BaseSettings):
     )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables /metrics.")
     metrics_host: str = Field(default="0.0.0.0", description="Address /metrics listens on.")
+    counts_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="Least time between two updates of a running PipelineRun's step counts "
+        "(changes in between are written together); a run's final counts are written at once.",
+    )
     sweep_seconds: float = Field(
         default=2.0, gt=0, description="Period of the sweep for timeouts, TTLs and lost Jobs."
     )

@@ -83,16 +83,24 @@ def needs_attention(op: Operator, step_run: dict[str, Any]) -> bool:
 
 
 def start_attempt(
-    op: Operator, step_run: dict[str, Any], attempt: int, *, run: dict[str, Any]
+    op: Operator,
+    step_run: dict[str, Any],
+    attempt: int,
+    *,
+    run: dict[str, Any],
+    new: bool = False,
 ) -> None:
-    """Start (or find already started) attempt `attempt` of a StepRun."""
+    """Start (or find already started) attempt `attempt` of a StepRun.
+
+    `new` says the StepRun was created just now: no attempt of it can be recorded yet.
+    """
     metadata = step_run["metadata"]
     with op.step_locks.hold((metadata["namespace"], metadata["name"])):
-        _start_attempt(op, step_run, attempt, run)
+        _start_attempt(op, step_run, attempt, run, new)
 
 
 def _start_attempt(
-    op: Operator, step_run: dict[str, Any], attempt: int, run: dict[str, Any]
+    op: Operator, step_run: dict[str, Any], attempt: int, run: dict[str, Any], new: bool
 ) -> None:
     metadata = step_run["metadata"]
     spec = step_run["spec"]
@@ -101,7 +109,7 @@ def _start_attempt(
     attempt_id = names.attempt_id(metadata["uid"], attempt)
 
     # An attempt recorded as ended already (the operator died before noticing): settle it.
-    row = _row(op, attempt_id)
+    row = None if new else _row(op, attempt_id)
     if row is not None and row.status in _ENDED_ROWS:
         _settle(op, step_run, attempt, row)
         return
@@ -326,6 +334,8 @@ def _settle(
     now = now_iso()
     if row.status == "completed":
         outputs = op.stores.metadata.outputs_of(row.id)
+        # Downstream steps' cache keys need these versions next.
+        op.remember_versions(outputs.values())
         _patch(
             op,
             step_run,
@@ -603,10 +613,16 @@ def _max_retries(step_run: dict[str, Any]) -> int:
 
 
 def _run_name(op: Operator, run: dict[str, Any]) -> str:
+    uid = run["metadata"]["uid"]
+    known = op.run_name(uid)
+    if known is not None:
+        return known
     try:
-        return op.stores.metadata.get_run(names.run_id(run["metadata"]["uid"])).name
+        name = op.stores.metadata.get_run(names.run_id(uid)).name
     except LookupError:
         return str(run["metadata"]["name"])
+    op.remember_run_name(uid, name)
+    return name
 
 
 def _now() -> datetime.datetime:
