@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install example test lint typecheck testbed bench crds clean
+.PHONY: install example test lint typecheck testbed bench crds chart-crds image clean
 
 # A virtual environment with kstep (editable), its optional data materializers and the
 # test tools. python-dateutil<3 is pinned in pyproject.toml: without it pip backtracks
@@ -31,6 +31,15 @@ lint:
 # Builds (once, cached outside the repository) the Kubernetes, etcd and helm binaries.
 testbed:
 	hack/testbed-binaries.sh
+
+# The container image, built with podman from a local Debian base and checked in a read-only,
+# unprivileged container; no registry needed (docs/deploy.md).
+image:
+	hack/build-image.sh
+
+# The Helm chart ships copies of crds/; tests/helm fails when they differ.
+chart-crds:
+	cp crds/*.yaml helm/kstep/files/crds/
 
 bench:
 	$(BIN)/python bench/run.py

@@ -1,6 +1,6 @@
 """A dynamic pipeline: its function runs at run time, so it can branch on step outputs.
 
-    kstep run examples/dynamic_tuning.py:tuning -p candidates='[0.01, 0.1, 1.0]'
+kstep run examples/dynamic_tuning.py:tuning -p candidates='[0.01, 0.1, 1.0]'
 """
 
 from __future__ import annotations

@@ -12,4 +12,8 @@ Layers, from the outside in:
 - `kube`: the small API layer over the Kubernetes client.
 - `inline`: the executor that runs inline steps in warm worker processes, one per code
   version, with no access to the operator's credentials.
+
+Around them, for running the process: `leader` (leader election on a Lease, so that one
+replica reconciles at a time), `metrics` and `health` (`/metrics`, `/healthz` and `/readyz` on
+one port), `settings` and `logs`.
 """

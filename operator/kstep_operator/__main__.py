@@ -52,31 +52,46 @@ def run_operator() -> int:
     from kstep.stores import Stores
     from kstep_operator.context import Operator
     from kstep_operator.handlers import register
+    from kstep_operator.health import Health
     from kstep_operator.inline.client import start_embedded_executor
     from kstep_operator.kube import Kube
+    from kstep_operator.leader import LeaderElector, exit_on_lost
+    from kstep_operator.metrics import Metrics
     from kstep_operator.settings import OperatorSettings
 
     settings = OperatorSettings()
     store_settings = Settings()
-    stores = Stores.open(store_settings)
     kube = Kube.from_environment(settings.api_qps_workers)
+    metrics = Metrics()
+    health = Health()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_host, settings.metrics_port, health)
 
+    # A standby touches nothing, not even the stores, until it holds the Lease; it loses the
+    # Lease only by exiting.
+    elector = None
+    if settings.leader_election:
+        elector = LeaderElector.from_settings(kube, settings)
+        elector.acquire()
+        elector.keep_renewing(on_lost=exit_on_lost)
+    metrics.leader.set(1)
+
+    stores = Stores.open(store_settings)
     socket_path = settings.executor_socket
     if socket_path is None:
         digest = hashlib.sha256(store_settings.metadata_url.encode()).hexdigest()[:12]
         socket_path = os.path.join(tempfile.gettempdir(), f"kstep-executor-{digest}.sock")
         start_embedded_executor(socket_path, settings.inline_workers)
 
-    op = Operator(settings, store_settings, kube, stores, socket_path)
-    if settings.metrics_port:
-        op.metrics.serve(settings.metrics_host, settings.metrics_port)
+    op = Operator(settings, store_settings, kube, stores, socket_path, metrics=metrics)
+    health.add_liveness("reconcile-workers", op.queue.alive)
+    health.add_readiness("inline-executor", op.executor.ready.is_set)
     registry = kopf.OperatorRegistry()
     register(registry, op)
     op.start()
     # The watches list every object first; after that the cache is complete enough for the
     # sweep to judge missing Jobs (it still confirms with a GET before failing a step).
     threading.Timer(3.0, op.cache.synced.set).start()
-    op.metrics.leader.set(1)
 
     logger.info("The kstep operator starts (namespaces: %s).", settings.namespaces or "all")
     kopf.run(
@@ -87,6 +102,8 @@ def run_operator() -> int:
     )
     op.stop()
     time.sleep(0.1)
+    if elector is not None:
+        elector.release()
     return 0
 
 

@@ -33,7 +33,6 @@ class ObjectCache:
         self.steps: dict[Key, dict[str, Any]] = {}
         self.jobs: dict[Key, dict[str, Any]] = {}
         self._steps_by_run: dict[Key, set[str]] = defaultdict(set)
-        self._deleted: dict[str, set[Key]] = defaultdict(set)
         self.synced = threading.Event()
 
     def _store(self, table: dict[Key, dict[str, Any]], body: dict[str, Any]) -> bool:

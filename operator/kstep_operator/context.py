@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import cProfile
+import datetime
 import logging
 import os
 import pstats
@@ -17,7 +18,7 @@ from kstep._settings import Settings
 from kstep.stores import Stores
 from kstep_operator.cache import ObjectCache
 from kstep_operator.inline.client import ExecutorClient
-from kstep_operator.kube import SECRETS, Kube
+from kstep_operator.kube import SECRETS, Kube, parse_time
 from kstep_operator.metrics import Metrics
 from kstep_operator.reconcile.manifests import PodDefaults
 from kstep_operator.settings import OperatorSettings
@@ -86,13 +87,14 @@ class Operator:
         kube: Kube,
         stores: Stores,
         executor_socket: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store_settings = store_settings
         self.kube = kube
         self.stores = stores
         self.cache = ObjectCache()
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.defaults = PodDefaults(
             image=settings.image,
             image_pull_policy=settings.image_pull_policy,
@@ -326,12 +328,21 @@ class Operator:
         # A safety net for runs waiting for room under the global limit.
         self.capacity_freed()
         running_runs = 0
+        oldest: datetime.datetime | None = None
         for run in self.cache.all_runs():
             if runs.needs_attention(self, run):
                 self.enqueue_run(run["metadata"]["namespace"], run["metadata"]["name"])
-            if (run.get("status") or {}).get("phase") == "running":
+            status = run.get("status") or {}
+            if status.get("phase") == "running":
                 running_runs += 1
+                started = parse_time(status.get("startTime"))
+                if started is not None and (oldest is None or started < oldest):
+                    oldest = started
         self.metrics.runs_active.set(running_runs)
+        now = datetime.datetime.now(datetime.UTC)
+        self.metrics.longest_running_run.set(
+            0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+        )
 
     @contextlib.contextmanager
     def room_for_steps(self, namespace: str, name: str, wanted: int) -> Iterator[int]:

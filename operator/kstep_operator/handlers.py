@@ -94,6 +94,9 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
             prefix="kopf.kstep.dev"
         )
         settings.posting.enabled = False
+        # The CRDs exist before the operator starts, and it watches fixed namespaces: no need
+        # to watch CRDs and Namespaces, for which its RBAC grants nothing.
+        settings.scanning.disabled = True
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.error_backoffs = [1, 2, 5]

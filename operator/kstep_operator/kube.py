@@ -48,6 +48,7 @@ STEP_RUNS = Kind(f"/apis/{GROUP}/{VERSION}", "stepruns", "StepRun", f"{GROUP}/{V
 JOBS = Kind("/apis/batch/v1", "jobs", "Job", "batch/v1")
 PODS = Kind("/api/v1", "pods", "Pod", "v1")
 SECRETS = Kind("/api/v1", "secrets", "Secret", "v1")
+SERVICE_ACCOUNTS = Kind("/api/v1", "serviceaccounts", "ServiceAccount", "v1")
 EVENTS = Kind("/api/v1", "events", "Event", "v1")
 LEASES = Kind("/apis/coordination.k8s.io/v1", "leases", "Lease", "coordination.k8s.io/v1")
 
@@ -166,6 +167,17 @@ class Kube:
                 },
             )
         return self.create(kind, namespace, body), True
+
+    def replace(
+        self, kind: Kind, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace an object whole.
+
+        With `metadata.resourceVersion` in `body`, the write succeeds only if nobody changed
+        the object since that version was read; otherwise it raises `ApiError` with status 409.
+        """
+        body = {"apiVersion": kind.api_version, "kind": kind.kind, **body}
+        return dict(self.request("PUT", kind.path(namespace, name), body=body))
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch an object."""

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from kstep_operator.health import Health, serve
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+_RUN_OUTCOMES = ("completed", "failed", "cancelled")
+_STEP_OUTCOMES = ("completed", "failed", "cached", "skipped", "cancelled")
+_RUNTIMES = ("inline", "isolated")
+_RECONCILED_KINDS = ("run", "step")
 
 
 class Metrics:
@@ -63,12 +70,30 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.longest_running_run = Gauge(
+            "kstep_pipeline_run_longest_running_seconds",
+            "Time since the oldest pipeline run still running started (0 when none runs).",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "kstep_operator_leader",
             "1 while this replica holds the leader Lease (or runs without election).",
             registry=self.registry,
         )
 
-    def serve(self, host: str, port: int) -> None:
-        """Serve `/metrics` over HTTP on a background thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+        # Every labelled series exists from the start, at zero, so that rates and alerts work
+        # before the first run fails or the first reconcile errs.
+        for outcome in _RUN_OUTCOMES:
+            self.runs.labels(outcome)
+        for outcome in _STEP_OUTCOMES:
+            for runtime in _RUNTIMES:
+                self.steps.labels(outcome, runtime)
+        for runtime in _RUNTIMES:
+            self.step_duration.labels(runtime)
+        for kind in _RECONCILED_KINDS:
+            self.reconcile_errors.labels(kind)
+            self.reconcile_duration.labels(kind)
+
+    def serve(self, host: str, port: int, health: Health | None = None) -> None:
+        """Serve `/metrics`, with `/healthz` and `/readyz`, over HTTP on a background thread."""
+        serve(host, port, self.registry, health or Health())

@@ -15,12 +15,20 @@ from sqlalchemy.exc import IntegrityError
 
 from kstep._caching import InputToken, compute_cache_key
 from kstep.cluster import names
-from kstep.cluster.objects import step_run_manifest
+from kstep.cluster.objects import step_run_manifest, succeeded_condition
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep_operator import steps
 from kstep_operator.context import RUN, Operator, describe
 from kstep_operator.inline.client import CodeNotLoadable
-from kstep_operator.kube import JOBS, PIPELINE_RUNS, STEP_RUNS, ApiError, now_iso, parse_time
+from kstep_operator.kube import (
+    JOBS,
+    PIPELINE_RUNS,
+    SERVICE_ACCOUNTS,
+    STEP_RUNS,
+    ApiError,
+    now_iso,
+    parse_time,
+)
 from kstep_operator.reconcile import dag
 from kstep_operator.reconcile.manifests import job_outcome, orchestrator_job_manifest
 
@@ -191,19 +199,55 @@ def _check(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
     needs_default = any(
         d.get("runtime") == "isolated" for d in (spec.get("definitions") or {}).values()
     )
-    if secret and not op.secret_exists(namespace, secret):
-        return dag.Problem(
-            "SecretNotFound",
+    secret_problem = None
+    if secret:
+        secret_problem = _secret_problem(
+            op,
+            namespace,
+            secret,
             f"spec.storeSecret names the Secret {secret!r}, which does not exist in namespace "
             f"{namespace!r}",
         )
-    if not secret and needs_default and not op.secret_exists(namespace, op.defaults.store_secret):
-        return dag.Problem(
-            "SecretNotFound",
+    elif needs_default:
+        secret_problem = _secret_problem(
+            op,
+            namespace,
+            op.defaults.store_secret,
             f"isolated steps need the store Secret {op.defaults.store_secret!r} in namespace "
             f"{namespace!r} (or a spec.storeSecret that exists)",
         )
+    if secret_problem is not None:
+        return secret_problem
+    accounts = set()
+    if spec.get("mode") == "dynamic":
+        accounts.add(spec.get("serviceAccountName") or op.defaults.orchestrator_service_account)
+    if needs_default:
+        accounts.add(spec.get("serviceAccountName") or op.defaults.service_account)
+    for account in sorted(accounts):
+        if op.kube.get(SERVICE_ACCOUNTS, namespace, account) is None:
+            return dag.Problem(
+                "ServiceAccountNotFound",
+                f"the run's pods need the service account {account!r}, which does not exist "
+                f"in namespace {namespace!r}",
+            )
     return _check_functions(op, run)
+
+
+def _secret_problem(op: Operator, namespace: str, name: str, missing: str) -> dag.Problem | None:
+    """Why a run's pods cannot use the store Secret `name`, or None when they can."""
+    try:
+        if op.secret_exists(namespace, name):
+            return None
+    except ApiError as error:
+        # RBAC lets the operator read store Secrets by name only: retrying cannot help.
+        if error.status != 403:
+            raise
+        return dag.Problem(
+            "SecretForbidden",
+            f"the operator may not read the store Secret {name!r} in namespace {namespace!r}; "
+            "its RBAC names the Secrets it may read (stores.extraSecretNames in the Helm chart)",
+        )
+    return dag.Problem("SecretNotFound", missing)
 
 
 def _check_functions(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
@@ -277,25 +321,19 @@ def _reconcile_dynamic(op: Operator, run: dict[str, Any]) -> None:
             steps.start_attempt(op, step_run, 1, run=run)
 
     job = op.cache.job(namespace, job_name) or op.kube.get(JOBS, namespace, job_name)
-    phases = {
-        sr["spec"]["invocationId"]: (sr.get("status") or {}).get("phase") or "pending"
-        for sr in op.cache.steps_of(namespace, name)
-    }
-    counts: dict[str, int] = {}
-    for phase in phases.values():
-        counts[phase] = counts.get(phase, 0) + 1
     if job is None:
+        _cancel_active(op, step_runs, "the run's orchestrator is gone")
         _finish(
             op,
             run,
             "failed",
             "OrchestratorDeleted",
             f"the orchestrator Job {job_name!r} was deleted before the run ended",
-            counts,
+            _dynamic_counts(op, namespace, name),
             None,
         )
-        _cancel_active(op, step_runs, "the run's orchestrator is gone")
         return
+    counts = _dynamic_counts(op, namespace, name)
     outcome = job_outcome(job)
     if outcome is None:
         if counts != (run.get("status") or {}).get("stepCounts"):
@@ -334,7 +372,12 @@ def _end_dynamic(
         message = f"the orchestrator failed: {why}"
     if phase == "failed" and not message:
         message = "the pipeline function failed"
-    _cancel_active(op, step_runs, f"the run ended {phase}")
+    # Steps the orchestrator ran ended with it; only the operator's own can still run.
+    metadata = run["metadata"]
+    current = op.cache.steps_of(metadata["namespace"], metadata["name"])
+    _cancel_active(op, [sr for sr in current if steps.operator_runs(sr)], f"the run ended {phase}")
+    counts = _dynamic_counts(op, metadata["namespace"], metadata["name"])
+
     _finish(op, run, phase, reason, message, counts, failed_step)
 
 
@@ -350,14 +393,20 @@ def _stop_dynamic(
         op.kube.delete(JOBS, metadata["namespace"], job_name)
     reason = "the run was cancelled" if cancelled else "the run exceeded its timeout"
     _cancel_active(op, step_runs, reason)
-    counts: dict[str, int] = {}
-    for step_run in op.cache.steps_of(metadata["namespace"], metadata["name"]):
-        phase = (step_run.get("status") or {}).get("phase") or "pending"
-        counts[phase] = counts.get(phase, 0) + 1
+    counts = _dynamic_counts(op, metadata["namespace"], metadata["name"])
     if cancelled:
         _finish(op, run, "cancelled", "Cancelled", reason, counts, None)
     else:
         _finish(op, run, "failed", "Timeout", reason, counts, None)
+
+
+def _dynamic_counts(op: Operator, namespace: str, name: str) -> dict[str, int]:
+    """Step counts by phase of a dynamic run: its StepRuns are all the steps it has."""
+    counts: dict[str, int] = {}
+    for step_run in op.cache.steps_of(namespace, name):
+        phase = (step_run.get("status") or {}).get("phase") or "pending"
+        counts[phase] = counts.get(phase, 0) + 1
+    return counts
 
 
 def _cancel_active(op: Operator, step_runs: list[dict[str, Any]], why: str) -> None:
@@ -499,9 +548,7 @@ def _skip(op: Operator, run: dict[str, Any], invocation_id: str, why: str) -> No
         "message": why,
         "completionTime": now_iso(),
     }
-    status["conditions"] = [
-        steps.succeeded_condition(status, created["metadata"].get("generation"))
-    ]
+    status["conditions"] = [succeeded_condition(status, created["metadata"].get("generation"))]
     patched = op.kube.patch_status(
         STEP_RUNS, created["metadata"]["namespace"], created["metadata"]["name"], status
     )

@@ -6,7 +6,7 @@ The metadata store and artifact store come from the usual `KSTEP_*` settings
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -84,10 +84,22 @@ class OperatorSettings(BaseSettings):
     lease_namespace: str | None = Field(
         default=None, description="Namespace of the Lease; default: the pod's namespace."
     )
-    lease_duration_seconds: float = Field(default=15.0, gt=0)
-    lease_renew_seconds: float = Field(default=5.0, gt=0)
+    lease_duration_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a standby waits, after the Lease last changed, before it takes "
+        "the Lease over.",
+    )
+    lease_renew_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds between the leader's renewals. A leader that could not renew for "
+        "the lease duration minus this period stops.",
+    )
     identity: str | None = Field(
-        default=None, description="This replica's identity for the Lease; default: host name."
+        default=None,
+        description="This replica's identity for the Lease; default: the host name plus a "
+        "random suffix per process.",
     )
     log_format: str = Field(default="text", pattern="^(text|json)$")
     profile_path: str | None = Field(
@@ -95,3 +107,15 @@ class OperatorSettings(BaseSettings):
         description="Profile every reconcile (cProfile, all worker threads) and write the "
         "statistics to this file when the operator stops; for finding where time goes.",
     )
+
+    @model_validator(mode="after")
+    def _check_lease_periods(self) -> OperatorSettings:
+        # A leader gives up after `duration - renew` without renewing; that must leave room
+        # for at least one retry after a failed renewal.
+        if 2 * self.lease_renew_seconds > self.lease_duration_seconds:
+            raise ValueError(
+                f"KSTEP_OPERATOR_LEASE_RENEW_SECONDS is {self.lease_renew_seconds!r} and "
+                f"KSTEP_OPERATOR_LEASE_DURATION_SECONDS is {self.lease_duration_seconds!r}; "
+                "the lease duration must be at least twice the renew period"
+            )
+        return self

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from kstep.cluster import names
+from kstep.cluster.objects import succeeded_condition
 from kstep.materializers import materializer_version, resolve_materializer
 from kstep.stores.metadata import StepRunRecord, utcnow
 from kstep_operator.context import Operator, describe
@@ -39,7 +40,7 @@ def _reconcile_step(op: Operator, namespace: str, name: str) -> None:
         return
     status = step_run.get("status") or {}
     phase = status.get("phase") or "pending"
-    if phase in dag.TERMINAL:
+    if phase in dag.TERMINAL or not operator_runs(step_run):
         return
     run = op.cache.run(namespace, step_run["spec"]["pipelineRun"])
     if run is None:
@@ -63,8 +64,15 @@ def _reconcile_step(op: Operator, namespace: str, name: str) -> None:
         _check_attempt(op, step_run, run)
 
 
+def operator_runs(step_run: dict[str, Any]) -> bool:
+    """Whether the operator runs this StepRun's attempts (not a dynamic run's orchestrator)."""
+    return bool(step_run["spec"].get("executor", "operator") == "operator")
+
+
 def needs_attention(op: Operator, step_run: dict[str, Any]) -> bool:
     """Whether a running StepRun should be looked at by the periodic sweep."""
+    if not operator_runs(step_run):
+        return False
     status = step_run.get("status") or {}
     phase = status.get("phase")
     if phase == "retrying":
@@ -329,6 +337,11 @@ def _settle(
     op: Operator, step_run: dict[str, Any], attempt: int, row: Any, reason: str | None = None
 ) -> None:
     """Turn an ended attempt's row into the StepRun's status (done, retry, or failed)."""
+    metadata = step_run["metadata"]
+    current = op.cache.step(metadata["namespace"], metadata["name"])
+    if current is not None and (current.get("status") or {}).get("phase") in dag.TERMINAL:
+        # Cancelled (or settled) meanwhile by another reconcile: that outcome stands.
+        return
     runtime = step_run["spec"]["definition"].get("runtime", "inline")
     started = parse_time((step_run.get("status") or {}).get("startTime"))
     now = now_iso()
@@ -532,7 +545,8 @@ def _cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
     metadata = step_run["metadata"]
     status = step_run.get("status") or {}
     # The attempt is marked cancelled before its Job goes, so that whoever notices the Job
-    # missing finds the attempt already ended rather than lost.
+    # missing finds the attempt already ended rather than lost; the StepRun is marked last,
+    # so that an operator that dies before finds it still to cancel after its restart.
     if status.get("stepRunId"):
         row = _row(op, status["stepRunId"])
         if row is not None and row.status == "running":
@@ -560,30 +574,6 @@ def _cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-_CONDITIONS = {
-    "running": ("Unknown", "Running"),
-    "retrying": ("Unknown", "Retrying"),
-    "completed": ("True", "Completed"),
-    "cached": ("True", "CacheHit"),
-    "failed": ("False", "Failed"),
-    "cancelled": ("False", "Cancelled"),
-    "skipped": ("False", "Skipped"),
-}
-
-
-def succeeded_condition(status: dict[str, Any], generation: int | None) -> dict[str, Any]:
-    """The `Succeeded` condition matching a status's phase and reason."""
-    value, default_reason = _CONDITIONS[status["phase"]]
-    return {
-        "type": "Succeeded",
-        "status": value,
-        "reason": status.get("reason") or default_reason,
-        "message": (status.get("message") or f"the step is {status['phase']}")[:4096],
-        "lastTransitionTime": now_iso()[:19] + "Z",
-        "observedGeneration": generation,
-    }
 
 
 def _patch(op: Operator, step_run: dict[str, Any], status: dict[str, Any]) -> None:

@@ -85,6 +85,10 @@ class WorkQueue:
             heapq.heappush(self._delayed, (time.monotonic() + seconds, self._sequence, key))
             self._timer_wake.notify()
 
+    def alive(self) -> bool:
+        """Whether every worker thread and the timer run (they only end when stopped)."""
+        return all(t.is_alive() for t in self._threads) and self._timer.is_alive()
+
     def depth(self) -> int:
         """Keys waiting to be processed (not counting delayed ones)."""
         with self._lock:

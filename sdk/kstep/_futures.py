@@ -13,6 +13,7 @@ Futures and lists of futures can be passed to other steps; the callee waits for 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -269,8 +270,11 @@ class MapResultsFuture:
         return iter(self.futures)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every invocation ended."""
-        return all(future.wait(timeout) for future in self.futures)
+        """Wait until every invocation ended; False if `timeout` seconds passed first."""
+        if timeout is None:
+            return all(future.wait() for future in self.futures)
+        deadline = time.monotonic() + timeout
+        return all(future.wait(max(0.0, deadline - time.monotonic())) for future in self.futures)
 
     def done(self) -> bool:
         """Whether every invocation ended."""

@@ -34,7 +34,7 @@ def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return (f"{path} key", key)
+                return (f"{path} key {key!r}".lstrip(), key)
             problem = _find_problem(item, f"{path}[{key!r}]")
             if problem is not None:
                 return problem

@@ -26,6 +26,8 @@ R = TypeVar("R")
 Runtime = Literal["inline", "isolated"]
 RUNTIMES: tuple[str, ...] = ("inline", "isolated")
 RESERVED_KEYWORDS = ("id", "after")
+# Package under which script files (`path/to/file.py:name` references) are imported.
+SCRIPT_PACKAGE = "__kstep_script__"
 _OPTION_NAMES = (
     "name",
     "enable_cache",
@@ -71,6 +73,7 @@ class Step(Generic[P, R]):
         self.outputs: tuple[OutputSpec, ...] = read_outputs(fn, config.name)
         _check_signature(self.signature, config.name)
         _check_materializers(config, self.outputs)
+        _check_importable(fn, config)
         functools.update_wrapper(self, fn)
 
     @property
@@ -150,14 +153,21 @@ class Step(Generic[P, R]):
 def function_reference(fn: Callable[..., Any], what: str) -> str:
     """Return a reference from which another process can import `fn` again."""
     qualname = fn.__qualname__
-    if "<locals>" in qualname or "<lambda>" in qualname:
+    if "<lambda>" in qualname:
+        raise StepDefinitionError(
+            f"{what} is a lambda; a step that runs in another process needs a function "
+            "defined with def at module level"
+        )
+    if "<locals>" in qualname:
         raise StepDefinitionError(
             f"{what} is defined inside a function ({qualname!r}); a step that runs in "
             "another process must be defined at module level"
         )
     module = fn.__module__
-    if module == "__main__":
-        path = getattr(sys.modules["__main__"], "__file__", None)
+    # Neither a script run as `__main__` nor a script file imported by path can be imported
+    # by module name in another process; its file path can.
+    if module == "__main__" or module.startswith(f"{SCRIPT_PACKAGE}."):
+        path = getattr(sys.modules.get(module), "__file__", None)
         if path is None:
             raise StepDefinitionError(
                 f"{what} is defined in an interactive session; a step that runs in another "
@@ -194,6 +204,18 @@ def _check_signature(signature: inspect.Signature, step_name: str) -> None:
                 f"step {step_name!r} has a parameter named {parameter.name!r}, which is "
                 f"reserved for step calls ({', '.join(RESERVED_KEYWORDS)}); rename it"
             )
+
+
+def _check_importable(fn: Callable[..., Any], config: StepConfig) -> None:
+    # An isolated step runs in a process that imports it and its hooks again: refuse now
+    # what that process could not import, rather than once the run reaches the step.
+    if config.runtime != "isolated":
+        return
+    function_reference(fn, f"step {config.name!r}")
+    for hook_name in ("on_failure", "on_success"):
+        hook = getattr(config, hook_name)
+        if hook is not None:
+            function_reference(hook, f"the {hook_name} hook of step {config.name!r}")
 
 
 def _check_materializers(config: StepConfig, outputs: tuple[OutputSpec, ...]) -> None:

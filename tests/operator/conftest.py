@@ -56,6 +56,7 @@ def kstep_cluster(
         store_env,
         side_channel,
         tmp_path / "operator",
+        standin=kubelet_standin,
         settings=operator_settings,
     ) as cluster:
         yield cluster
@@ -98,6 +99,7 @@ def shared_cluster(
                 store_settings(postgres_url, bucket),
                 workdir / "side-channel.log",
                 workdir / "operator",
+                standin=kubelet_standin,
             ) as cluster:
                 yield cluster
         finally:

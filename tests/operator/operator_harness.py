@@ -66,6 +66,7 @@ def operator_cluster(
     side_channel: Path,
     workdir: Path,
     *,
+    standin: Any = None,
     code_paths: tuple[Path, ...] = (),
     settings: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
@@ -91,6 +92,7 @@ def operator_cluster(
     core.create_namespaced_service_account(
         namespace, {"metadata": {"name": "kstep-step"}, "automountServiceAccountToken": False}
     )
+    _grant_orchestrator(api, namespace)
 
     workdir.mkdir()
     # The operator's own credentials, where a user's inline code must not find them: a
@@ -109,6 +111,7 @@ def operator_cluster(
         "KSTEP_OPERATOR_IMAGE": "kstep:test",
         "KSTEP_OPERATOR_LOST_JOB_GRACE_SECONDS": "2",
         "KSTEP_OPERATOR_SWEEP_SECONDS": "0.5",
+        "KSTEP_OPERATOR_ORCHESTRATOR_RESTART_LIMIT": "2",
         **store_env,
         **code_env,
         **(settings or {}),
@@ -133,10 +136,54 @@ def operator_cluster(
         )
 
     try:
-        yield Cluster(api, namespace, processes, store_env, kubectl, side_channel)
+        yield Cluster(
+            api, namespace, processes, store_env, kubectl, standin, side_channel=side_channel
+        )
     finally:
         processes.stop()
         api.close()
+
+
+def _grant_orchestrator(api: Any, namespace: str) -> None:
+    """The orchestrator's service account: read runs, manage StepRuns, in this namespace."""
+    from kubernetes import client
+
+    client.CoreV1Api(api).create_namespaced_service_account(
+        namespace, {"metadata": {"name": "kstep-orchestrator"}}
+    )
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "kstep-orchestrator"},
+            "rules": [
+                {
+                    "apiGroups": ["kstep.dev"],
+                    "resources": ["pipelineruns"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["kstep.dev"],
+                    "resources": ["stepruns", "stepruns/status"],
+                    "verbs": ["get", "list", "watch", "create", "patch", "update"],
+                },
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "kstep-orchestrator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "kstep-orchestrator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "kstep-orchestrator", "namespace": namespace}
+            ],
+        },
+    )
 
 
 @dataclass
@@ -207,7 +254,8 @@ class Cluster:
         processes: OperatorProcesses,
         store_env: dict[str, str],
         kubectl: Any,
-        side_channel: Path,
+        standin: Any = None,
+        side_channel: Path | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -219,7 +267,8 @@ class Cluster:
         self.processes = processes
         self.store_env = store_env
         self.kubectl = kubectl
-        self.side_channel = side_channel
+        self.side_channel = side_channel or processes.workdir / "side-channel.log"
+        self.standin = standin
 
     # -------------------------------------------------------------- runs
 
@@ -262,6 +311,7 @@ class Cluster:
             f"run {name} did not reach {phases} in {timeout} s; it is "
             f"{json.dumps(self.run(name).get('status'), indent=1)}\n"
             f"steps: {self.step_phases(name)}\n--- operator logs ---\n{self.processes.log_text()}"
+            f"\n--- pod logs ---\n{self.pod_logs()}"
         )
 
     def step_runs(self, name: str) -> dict[str, dict[str, Any]]:
@@ -272,6 +322,19 @@ class Cluster:
 
     def step_phases(self, name: str) -> dict[str, str | None]:
         return {i: (s.get("status") or {}).get("phase") for i, s in self.step_runs(name).items()}
+
+    def pod_logs(self) -> str:
+        """The last lines of every pod's output in the namespace (for failure reports)."""
+        if self.standin is None:
+            return ""
+        texts = []
+        for pod in self.core.list_namespaced_pod(self.namespace).items:
+            try:
+                text = self.standin.logs(self.namespace, pod.metadata.name)
+            except Exception as error:
+                text = f"(no log: {error})"
+            texts.append(f"== {pod.metadata.name}\n{text[-3000:]}")
+        return "\n".join(texts)
 
     def create(self, manifest: dict[str, Any]) -> str:
         """Create a PipelineRun from a manifest as is; return its name."""

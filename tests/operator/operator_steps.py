@@ -11,7 +11,7 @@ import os
 import time
 from typing import Annotated, Any
 
-from kstep import Retry, get_step_context, pipeline, step
+from kstep import Retry, get_step_context, pipeline, step, unmapped
 
 
 def mark(event: str) -> None:
@@ -177,3 +177,100 @@ def chain(length: int = 5, salt: str = "") -> None:
     value = seed(1, salt)
     for _ in range(length - 1):
         value = square(value)
+
+
+@pipeline(dynamic=True)
+def dynamic_fan(n: int = 3, salt: str = "") -> None:
+    """Inline squares by map, isolated cubes by submit; totals of both."""
+    count = seed(n, salt).load()
+    squares = square.map(x=list(range(1, count + 1)))
+    cubes = [cube.submit(i) for i in range(1, count + 1)]
+    total(squares)
+    total(cubes)
+
+
+@pipeline(dynamic=True)
+def dynamic_branch(threshold: int = 2, salt: str = "") -> None:
+    """Branches on a loaded value: only the taken branch's step runs."""
+    value = seed(3, salt).load()
+    if value > threshold:
+        cube(value)
+    else:
+        square(value)
+
+
+@step
+def slow_add(x: int, pause: float = 0.3) -> int:
+    mark("start")
+    time.sleep(pause)
+    mark("end")
+    return x + 1
+
+
+@pipeline(dynamic=True)
+def dynamic_restartable(n: int = 4, salt: str = "") -> None:
+    """A chain of slow inline steps, then isolated naps: long enough to be interrupted."""
+    value = seed(n, salt)
+    for _ in range(n):
+        value = slow_add(value)
+    naps = [nap.submit(0.2 * (i + 1)) for i in range(2)]
+    square(value, after=naps)
+
+
+@step
+def numbers(n: int) -> list[int]:
+    mark("start")
+    mark("end")
+    return list(range(1, n + 1))
+
+
+@step
+def pair(x: int) -> tuple[Annotated[int, "low"], Annotated[int, "high"]]:
+    mark("start")
+    mark("end")
+    return x - 1, x + 1
+
+
+@step
+def add(a: int, b: int) -> int:
+    mark("start")
+    mark("end")
+    return a + b
+
+
+@pipeline(dynamic=True)
+def dynamic_scenarios(salt: str = "") -> None:
+    """Every dynamic feature, with inline and isolated steps mixed."""
+    count = seed(3, salt).load()
+    looped = [square(i) for i in range(count)]  # loop of sync calls
+    mapped = square.map(x=numbers(count))  # map over a step output
+    reduced = total(mapped)  # reduce, never loaded here
+    cubes = [cube.submit(i) for i in range(count)]  # isolated futures
+    grid = add.product(a=[1, 2], b=[10, 20])  # product
+    shifted = add.map(a=[1, 2, 3], b=unmapped(100))  # unmapped
+    lows, highs = pair.map(x=[5, 6]).unpack()  # unpack
+    middle = square(numbers(count).chunk(1))  # chunk
+    isolated_square = square.with_options(runtime="isolated")  # per-call options
+    total([*looped, reduced, *cubes, isolated_square(4)])
+    total(grid)
+    total(shifted)
+    total(lows)
+    total(highs)
+    if reduced.load() > 10:  # branching
+        cube(middle)
+    else:
+        square(middle)
+
+
+@pipeline(dynamic=True)
+def dynamic_long_nap(seconds: float = 60.0, salt: str = "") -> None:
+    """Waits on an isolated step a test interrupts."""
+    seed(1, salt)
+    nap.submit(seconds).result()
+
+
+@pipeline(dynamic=True)
+def dynamic_crashing(salt: str = "") -> None:
+    """Its orchestrator process dies every time, as on a node that keeps failing."""
+    seed(1, salt)
+    os._exit(9)

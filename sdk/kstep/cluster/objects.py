@@ -8,6 +8,7 @@ that say which pipeline, run, step and invocation a StepRun serves.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from kstep.cluster import names
@@ -81,3 +82,30 @@ def step_run_manifest(
     if input_fingerprint:
         body["spec"]["inputFingerprint"] = input_fingerprint
     return body
+
+
+_CONDITIONS = {
+    "running": ("Unknown", "Running"),
+    "retrying": ("Unknown", "Retrying"),
+    "completed": ("True", "Completed"),
+    "cached": ("True", "CacheHit"),
+    "failed": ("False", "Failed"),
+    "cancelled": ("False", "Cancelled"),
+    "skipped": ("False", "Skipped"),
+}
+
+
+def succeeded_condition(status: dict[str, Any], generation: int | None = None) -> dict[str, Any]:
+    """The `Succeeded` condition of a StepRun status, from its phase, reason and message."""
+    value, default_reason = _CONDITIONS[status["phase"]]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    condition: dict[str, Any] = {
+        "type": "Succeeded",
+        "status": value,
+        "reason": status.get("reason") or default_reason,
+        "message": (status.get("message") or f"the step is {status['phase']}")[:4096],
+        "lastTransitionTime": now,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition

@@ -339,6 +339,15 @@ class _References:
 # ------------------------------------------------------------------ definitions
 
 
+def step_definition(pipeline: Pipeline, step: Step[..., Any]) -> dict[str, Any]:
+    """A step's StepRun definition, with references as this process imports them.
+
+    A dynamic run's orchestrator uses it: its code is already unpacked and importable, so
+    references need no relocation.
+    """
+    return _Definitions(_References(pipeline, None, False))._definition(step)
+
+
 class _Definitions:
     """The distinct step configurations of a run, keyed as `spec.definitions` keys them.
 

@@ -67,11 +67,31 @@ class PreparedInvocation:
 
 
 class RunningAttempt:
-    """Handle on an attempt in progress, able to stop an isolated one."""
+    """Handle on an attempt in progress: keeps it from starting, or stops an isolated one.
+
+    An attempt waits for an inline worker or an isolated slot before its body starts;
+    `withdraw` makes it end as `skipped` instead if it is still waiting.
+    """
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.cancelled = False
+        self.withdrawn_because: str | None = None
+        self._started = False
+        self._lock = threading.Lock()
+
+    def begin(self) -> bool:
+        """Mark the body as starting; False if the attempt was withdrawn first."""
+        with self._lock:
+            if self.withdrawn_because is None:
+                self._started = True
+            return self._started
+
+    def withdraw(self, reason: str) -> None:
+        """Keep the attempt from starting, if it has not started yet; `reason` is recorded."""
+        with self._lock:
+            if not self._started:
+                self.withdrawn_because = reason
 
     def cancel(self) -> None:
         """Terminate the attempt's process, if it has one (inline threads cannot be stopped)."""
@@ -265,6 +285,7 @@ class AttemptLauncher:
         prepared.step_run_ids.append(step_run_id)
         now = utcnow()
         logs_uri = self.stores.artifacts.log_uri(self.run.id, step_run_id)
+        # Pending until a thread or an isolated slot is free; `_begin` marks it running.
         self.stores.metadata.start_step_run(
             StepRunRecord(
                 id=step_run_id,
@@ -272,7 +293,7 @@ class AttemptLauncher:
                 invocation_id=prepared.invocation_id,
                 step_name=prepared.step.name,
                 attempt=attempt,
-                status="running",
+                status="pending",
                 runtime=prepared.runtime,
                 parameters=prepared.parameters,
                 upstream=prepared.upstream,
@@ -281,7 +302,6 @@ class AttemptLauncher:
                 logs_uri=logs_uri,
                 owner=current_owner(),
                 created_at=now,
-                started_at=now,
                 updated_at=now,
             ),
             prepared.edges,
@@ -299,7 +319,6 @@ class AttemptLauncher:
         )
         handle = RunningAttempt()
         if prepared.runtime == "isolated":
-            self.engine.isolated_slots.acquire()
             threading.Thread(
                 target=self._run_isolated,
                 args=(request, handle, on_done),
@@ -307,23 +326,40 @@ class AttemptLauncher:
                 daemon=True,
             ).start()
         else:
-            self.engine.inline_pool.submit(self._run_inline, request, on_done)
+            self.engine.inline_pool.submit(self._run_inline, request, handle, on_done)
         return handle
 
-    def _run_inline(self, request: StepRequest, on_done: OnDone) -> None:
+    def _begin(self, request: StepRequest) -> None:
+        self.stores.metadata.update_step_run(
+            request.step_run_id, status="running", started_at=utcnow()
+        )
+
+    def _run_inline(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
         try:
-            outcome = execute_step(request, self.stores, self.settings)
+            if handle.begin():
+                self._begin(request)
+                outcome = execute_step(request, self.stores, self.settings)
+            else:
+                outcome = self._record_withdrawn(request, handle)
         except BaseException as error:
             outcome = self._record_lost(request, f"the step-runner failed: {error!r}", error)
         on_done(outcome)
 
     def _run_isolated(self, request: StepRequest, handle: RunningAttempt, on_done: OnDone) -> None:
-        try:
-            outcome = self._spawn(request, handle)
-        except BaseException as error:
-            outcome = self._record_lost(request, f"starting the step process failed: {error!r}")
-        finally:
-            self.engine.isolated_slots.release()
+        # The wait for a free slot happens on this thread, not the scheduler's, so that the
+        # scheduler keeps starting inline steps and handling failures meanwhile.
+        with self.engine.isolated_slots:
+            try:
+                if not handle.begin():
+                    outcome = self._record_withdrawn(request, handle)
+                elif handle.cancelled:
+                    outcome = self._collect(request, 0, cancelled=True)
+                else:
+                    self._begin(request)
+                    outcome = self._spawn(request, handle)
+            except BaseException as error:
+                message = f"starting the step process failed: {error!r}"
+                outcome = self._record_lost(request, message)
         on_done(outcome)
 
     def _spawn(self, request: StepRequest, handle: RunningAttempt) -> StepOutcome:
@@ -361,6 +397,19 @@ class AttemptLauncher:
         return self._record_lost(
             request, f"the isolated step process {how} before recording a result"
         )
+
+    def _record_withdrawn(self, request: StepRequest, handle: RunningAttempt) -> StepOutcome:
+        message = (
+            f"step {request.invocation_id!r} was not started because {handle.withdrawn_because}"
+        )
+        self.stores.metadata.update_step_run(
+            request.step_run_id,
+            status="skipped",
+            started_at=None,
+            finished_at=utcnow(),
+            error_message=message,
+        )
+        return StepOutcome("skipped", error=ExecutionError(message))
 
     def _record_lost(
         self, request: StepRequest, reason: str, error: BaseException | None = None

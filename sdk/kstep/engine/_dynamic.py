@@ -10,12 +10,15 @@ isolated in a subprocess. Failure rules:
 - an exception escaping the function fails the run: with the default `stop_on_failure`
   nothing new starts and running steps finish (`fail_fast` also terminates isolated ones,
   `continue_on_failure` lets every submitted invocation run);
-- a failed invocation nobody awaited fails the run too.
+- a failed invocation nobody awaited fails the run too;
+- an interrupt (KeyboardInterrupt) cancels the run as `fail_fast` would stop it, and reaches
+  the caller.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import threading
@@ -36,6 +39,7 @@ from kstep._errors import (
     ExecutionError,
     KstepError,
     MaterializerError,
+    RunFailed,
     StepCallError,
     UpstreamFailed,
     describe,
@@ -65,6 +69,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_STOPPING = "the run is stopping after an unhandled failure"
+
 
 @dataclass(frozen=True)
 class _FromState:
@@ -77,7 +83,10 @@ class _FromState:
 
 @dataclass
 class _Known:
-    """Artifact versions an invocation's inputs name directly, and the invocations behind them."""
+    """Artifact versions an invocation's inputs name, and the invocations behind its inputs.
+
+    `producers` holds the invocations of artifacts and futures alike, in input order.
+    """
 
     versions: dict[str, ArtifactVersionRecord]
     producers: dict[str, None]
@@ -124,10 +133,12 @@ def run_dynamic(
     finally:
         pipeline_scope.reset(token)
     result = scope.finish(function_error)
-    run = engine.finish_run(record.id, result, pipeline)
     if isinstance(function_error, KeyboardInterrupt):
+        # The run is recorded as cancelled, but the caller gets the interrupt, not RunFailed.
+        with contextlib.suppress(RunFailed):
+            engine.finish_run(record.id, result, pipeline)
         raise function_error
-    return run
+    return engine.finish_run(record.id, result, pipeline)
 
 
 class DynamicScope:
@@ -212,7 +223,9 @@ class DynamicScope:
             return self._chunk_binding(value, what, known)
         if isinstance(value, StepFuture):
             self._check_same_run(value._state.run_id, what)
-            return _FromState(value._state, self._single_output(value, what))
+            index = self._single_output(value, what)
+            known.producers[value.invocation_id] = None
+            return _FromState(value._state, index)
         if isinstance(value, MapResultsFuture):
             return InputList(
                 tuple(self._pending_binding(step, name, item, known) for item in value)
@@ -238,7 +251,9 @@ class DynamicScope:
             known.producers[source.invocation_id] = None
             return ArtifactRef(source.record.id, chunk.index)
         self._check_same_run(source._state.run_id, what)
-        return _FromState(source._state, self._single_output(source, what), chunk.index)
+        index = self._single_output(source, what)
+        known.producers[source.invocation_id] = None
+        return _FromState(source._state, index, chunk.index)
 
     def _single_output(self, future: StepFuture, what: str) -> int:
         if isinstance(future, OutputFuture):
@@ -266,13 +281,14 @@ class DynamicScope:
     def _dependencies(
         self, step: Step[..., Any], inputs: dict[str, Any], after: Any, known: _Known
     ) -> tuple[list[InvocationState], list[str]]:
+        # Data edges in input order (the producers of artifacts and futures alike), then
+        # after= edges, as for static runs.
         states: dict[int, InvocationState] = {}
         upstream: dict[str, None] = dict(known.producers)
 
         def visit(binding: Any) -> None:
             if isinstance(binding, _FromState):
                 states[id(binding.state)] = binding.state
-                upstream[binding.state.invocation_id] = None
             elif isinstance(binding, InputList):
                 for item in binding.items:
                     visit(item)
@@ -286,12 +302,17 @@ class DynamicScope:
         return list(states.values()), list(upstream)
 
     def _after_states(self, step: Step[..., Any], item: Any) -> list[InvocationState]:
+        what = f"after= of step {step.name!r}"
         if isinstance(item, StepFuture):
-            self._check_same_run(item._state.run_id, f"after= of step {step.name!r}")
+            self._check_same_run(item._state.run_id, what)
             return [item._state]
         if isinstance(item, MapResultsFuture):
+            for future in item:
+                self._check_same_run(future._state.run_id, what)
             return [future._state for future in item]
         if isinstance(item, OutputArtifact):
+            # Checked first: another run's invocation id may name one of this run's too.
+            self._check_same_run(item.run_id, what)
             state = self._states.get(item.invocation_id)
             return [] if state is None else [state]
         if isinstance(item, str):
@@ -441,8 +462,7 @@ class DynamicScope:
             self._skip(
                 pending,
                 ExecutionError(
-                    f"step {pending.invocation_id!r} was not started because the run is stopping "
-                    "after an unhandled failure"
+                    f"step {pending.invocation_id!r} was not started because {_STOPPING}"
                 ),
             )
             return
@@ -485,6 +505,10 @@ class DynamicScope:
         with self._lock:
             if not pending.state.done():
                 self._running[pending.invocation_id] = handle
+            stopping = self._stopping
+        # The run may have begun stopping while this attempt was being started.
+        if stopping:
+            handle.withdraw(_STOPPING)
 
     def _attempt_done(
         self, pending: _Pending, prepared: PreparedInvocation, outcome: StepOutcome
@@ -503,7 +527,7 @@ class DynamicScope:
             return
         if outcome.status == "retrying":
             self.stores.metadata.update_step_run(prepared.step_run_ids[-1], status="failed")
-        status = "cancelled" if outcome.status == "cancelled" else "failed"
+        status = outcome.status if outcome.status in ("cancelled", "skipped") else "failed"
         self._finish(pending.state, status, error=outcome.error)
 
     def _retry(self, pending: _Pending, prepared: PreparedInvocation) -> None:
@@ -556,11 +580,16 @@ class DynamicScope:
 
     def finish(self, function_error: BaseException | None) -> RunResult:
         """Wait for every invocation to end and decide the run's outcome."""
-        mode = self.pipeline.execution_mode
+        interrupted = isinstance(function_error, KeyboardInterrupt)
+        # An interrupt (Ctrl-C) asks to stop everything, whatever the execution mode.
+        mode = "fail_fast" if interrupted else self.pipeline.execution_mode
         if function_error is not None and mode != "continue_on_failure":
             with self._lock:
                 self._stopping = True
                 running = list(self._running.values())
+            # Attempts still waiting for a worker or an isolated slot never start.
+            for attempt in running:
+                attempt.withdraw(_STOPPING)
             if mode == "fail_fast":
                 for attempt in running:
                     attempt.cancel()
@@ -569,9 +598,14 @@ class DynamicScope:
                 self._idle.wait()
             states = dict(self._states)
 
+        if interrupted:
+            return RunResult("cancelled", None, function_error)
         if function_error is not None:
-            failed_step = next((i for i, s in states.items() if s.error is function_error), None)
-            return RunResult("failed", failed_step, function_error)
+            raised = next((s for s in states.values() if s.error is function_error), None)
+            if raised is None:
+                return RunResult("failed", None, function_error)
+            # A step skipped for its upstream's failure is not the failing step: its root is.
+            return RunResult("failed", raised.root.invocation_id, raised.root.error)
         for invocation_id, state in states.items():
             if state.status == "failed" and state.root is state and not state.observed:
                 return RunResult("failed", invocation_id, state.error)

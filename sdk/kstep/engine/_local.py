@@ -7,10 +7,12 @@ settings name (by default SQLite and a directory under `~/.kstep`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,7 @@ from kstep.engine._owner import current_owner, owner_is_alive
 from kstep.engine._static import RunResult, StaticScheduler, describe_failure
 from kstep.runner import RunInfo
 from kstep.stores import Stores
-from kstep.stores.metadata import RunRecord, utcnow
+from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep.stores.metadata.store import new_id
 
 if TYPE_CHECKING:
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from kstep.engine._replay import ReplayIndex
 
 logger = logging.getLogger(__name__)
+
+# Seconds between looks at step runs that outlived their run's process, when resuming.
+_SETTLE_INTERVAL = 0.2
 
 _default: LocalEngine | None = None
 _default_lock = threading.Lock()
@@ -95,6 +100,8 @@ class LocalEngine:
 
         Every invocation that already completed (matched by invocation id and inputs) is
         reused instead of executed again; the rest run as new attempts of the same run.
+        Step processes that outlived the run's own process (isolated steps) are waited for
+        first, so that what they complete is reused too.
         """
         from kstep._pipelines import Pipeline
         from kstep.engine._dynamic import run_dynamic
@@ -120,7 +127,7 @@ class LocalEngine:
         pipeline = import_reference(record.entrypoint)
         if not isinstance(pipeline, Pipeline):
             raise ExecutionError(f"{record.entrypoint!r} is {pipeline!r}, not a @pipeline")
-        replay = ReplayIndex(metadata.step_runs_of(record.id))
+        replay = ReplayIndex(self._settle_step_runs(record))
         now = utcnow()
         metadata.update_run(
             record.id,
@@ -137,6 +144,33 @@ class LocalEngine:
         compiled = pipeline.compile(record.parameters)
         return self._run_static(pipeline, compiled, record, replay)
 
+    def _settle_step_runs(self, run: RunRecord) -> list[StepRunRecord]:
+        """Wait for the run's step runs still alive elsewhere; fail those whose process died.
+
+        Returns the run's step runs once none is left running.
+        """
+        metadata = self.stores.metadata
+        while True:
+            step_runs = metadata.step_runs_of(run.id)
+            waiting = False
+            for step_run in step_runs:
+                if step_run.status not in ("running", "pending"):
+                    continue
+                # An owner of unknown liveness (another host) is neither waited for nor failed.
+                alive = owner_is_alive(step_run.owner)
+                if alive is False:
+                    pid = (step_run.owner or {}).get("pid")
+                    reason = f"the process that ran it (pid {pid}) exited before the run finished"
+                    metadata.update_step_run(
+                        step_run.id, status="failed", finished_at=utcnow(), error_message=reason
+                    )
+                elif alive:
+                    waiting = True
+            if not waiting:
+                return metadata.step_runs_of(run.id)
+            logger.debug("Run %s waits for step runs still running elsewhere.", run.name)
+            time.sleep(_SETTLE_INTERVAL)
+
     def _run_static(
         self,
         pipeline: Pipeline,
@@ -149,7 +183,11 @@ class LocalEngine:
         try:
             result = StaticScheduler(launcher, compiled, info).execute()
         except BaseException as error:
-            self.finish_run(record.id, RunResult("failed", error=error), pipeline)
+            # Interrupted (Ctrl-C) or broken: record how the run ended, then let the original
+            # exception through rather than the RunFailed that recording it raises.
+            status = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
+            with contextlib.suppress(RunFailed):
+                self.finish_run(record.id, RunResult(status, error=error), pipeline)
             raise
         return self.finish_run(record.id, result, pipeline)
 
@@ -179,8 +217,9 @@ class LocalEngine:
         from kstep.client import Client
 
         message = describe_failure(result)
-        if result.status == "failed" and message is None and result.error is not None:
-            message = f"{type(result.error).__name__}: {result.error}"
+        if message is None and result.error is not None:
+            error = result.error
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         self.stores.metadata.update_run(
             run_id,
             status=result.status,
@@ -209,11 +248,17 @@ class LocalEngine:
             now = utcnow()
             pid = (run.owner or {}).get("pid")
             reason = f"the process that ran it (pid {pid}) exited before the run finished"
+            latest: dict[str, StepRunRecord] = {}
             for step_run in metadata.step_runs_of(run.id):
+                latest[step_run.invocation_id] = step_run
                 if step_run.status in ("running", "pending") and not owner_is_alive(step_run.owner):
                     metadata.update_step_run(
                         step_run.id, status="failed", finished_at=now, error_message=reason
                     )
+            for step_run in latest.values():
+                if step_run.status == "retrying":
+                    # The process that would have started its next attempt is gone.
+                    metadata.update_step_run(step_run.id, status="failed")
             metadata.update_run(run.id, status="failed", finished_at=now, message=reason)
             logger.warning("Run %s was orphaned: %s; it is marked failed.", run.name, reason)
             failed.append(run.id)

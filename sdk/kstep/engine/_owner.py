@@ -13,12 +13,20 @@ import socket
 from typing import Any
 
 
-def _start_ticks(pid: int) -> int | None:
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of `/proc/<pid>/stat` after the command name (state first)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            return file.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    try:
+        return None if fields is None else int(fields[19])
+    except (IndexError, ValueError):
         return None
 
 
@@ -42,5 +50,11 @@ def owner_is_alive(owner: dict[str, Any] | None) -> bool | None:
         return False
     except PermissionError:
         pass
+    fields = _stat_fields(pid)
+    if fields is not None and fields[0] in ("Z", "X"):
+        # A zombie has exited; it lingers only until its parent reaps it, which never
+        # happens when the parent died too and nothing adopts orphans (a container
+        # without an init process).
+        return False
     start = owner.get("start")
     return start is None or _start_ticks(pid) == start

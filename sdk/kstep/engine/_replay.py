@@ -2,9 +2,9 @@
 
 An invocation is reused when a completed (or cached) step run of the same run matches it by
 invocation id and inputs (an input fingerprint: a hash of its parameters and input artifact
-versions). Failing that, a completed step run of the same step with the same inputs that no
-other call claimed is reused, so a function that now calls steps in a different order still
-never executes completed work twice.
+versions), and ran the same step. Failing that, a completed step run of the same step with
+the same inputs that no other call claimed is reused, so a function that now calls steps in a
+different order still never executes completed work twice.
 """
 
 from __future__ import annotations
@@ -37,8 +37,14 @@ class ReplayIndex:
     def claim(self, invocation_id: str, step_name: str, fingerprint: str) -> StepRunRecord | None:
         """A finished step run to reuse for this call, or None to execute it."""
         with self._lock:
+            # The step must match too: the function may now call another step under an id
+            # that a completed step run holds, with inputs that hash the same.
             record = self._by_invocation.get((invocation_id, fingerprint))
-            if record is not None and record.id not in self._claimed:
+            if (
+                record is not None
+                and record.step_name == step_name
+                and record.id not in self._claimed
+            ):
                 self._claimed.add(record.id)
                 return record
             for candidate in self._by_step.get((step_name, fingerprint), []):

@@ -200,6 +200,15 @@ class StaticScheduler:
     def _skip(self, invocation_id: str) -> None:
         if invocation_id in self.status:
             return
+        prepared = self.prepared.get(invocation_id)
+        if prepared is not None and prepared.step_run_ids:
+            # An attempt already failed and its retry was waiting for its delay: the retry
+            # never comes, so that attempt is the last one and the step failed.
+            self.status[invocation_id] = "failed"
+            self.launcher.stores.metadata.update_step_run(
+                prepared.step_run_ids[-1], status="failed"
+            )
+            return
         self.status[invocation_id] = "skipped"
         invocation = self.invocations[invocation_id]
         now = utcnow()

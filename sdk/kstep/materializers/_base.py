@@ -173,9 +173,19 @@ def resolve_materializer(key: str) -> type[Materializer]:
     return cls
 
 
+# Types whose `type_path` names no attribute of `builtins`, so they cannot be imported by it.
+_UNNAMED_BUILTINS: dict[str, Any] = {
+    "builtins.NoneType": type(None),
+    "builtins.ellipsis": type(Ellipsis),
+    "builtins.NotImplementedType": type(NotImplemented),
+}
+
+
 @functools.cache
 def import_type(path: str, what: str = "type") -> Any:
     """Import `module.QualName`, trying the longest importable module prefix first."""
+    if path in _UNNAMED_BUILTINS:
+        return _UNNAMED_BUILTINS[path]
     parts = path.split(".")
     for split in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:split])

@@ -47,7 +47,8 @@ class PandasMaterializer(Materializer):
         return {"shape": list(frame.shape), "columns": [str(c) for c in frame.columns][:100]}
 
     def content_hash(self, value: pd.DataFrame | pd.Series) -> str:
-        digest = hashlib.sha256(str(list(getattr(value, "columns", [value.name]))).encode())
+        names = list(value.columns) if isinstance(value, pd.DataFrame) else [value.name]
+        digest = hashlib.sha256(str(names).encode())
         digest.update(pd.util.hash_pandas_object(value, index=True).values.tobytes())
         return digest.hexdigest()
 

@@ -1,11 +1,11 @@
 """Capturing a step's stdout, stderr and `logging` records into its log while it runs.
 
 Capture is per step run, not per process: several inline steps run at once on threads of one
-process, so `sys.stdout` and `sys.stderr` are replaced once by routers that send each write
-to the log of the step running in the writing thread (a context variable), and a handler on
-the root logger does the same for log records. Threads a step starts inherit its log,
-because `threading.Thread.start` carries the starting thread's context over. Output outside
-any step goes to the original streams unchanged.
+process, so `sys.stdout` and `sys.stderr` are replaced by routers (again whenever something
+else swapped them) that send each write to the log of the step running in the writing thread
+(a context variable), and a handler on the root logger does the same for log records. Threads
+a step starts inherit its log, because `threading.Thread.start` carries the starting thread's
+context over. Output outside any step goes to the original streams unchanged.
 """
 
 from __future__ import annotations
@@ -96,13 +96,17 @@ class _RecordRouter(logging.Handler):
 
 
 def install() -> None:
-    """Route stdout, stderr and logging through per-step logs (once per process)."""
+    """Route stdout, stderr and logging through per-step logs."""
     global _installed
     with _install_lock:
+        # Checked on every step: whoever else swaps the streams (a test runner, a notebook,
+        # contextlib.redirect_stdout) may have replaced our routers since the last one.
+        if not isinstance(sys.stdout, _StreamRouter):
+            sys.stdout = _StreamRouter(sys.stdout)
+        if not isinstance(sys.stderr, _StreamRouter):
+            sys.stderr = _StreamRouter(sys.stderr)
         if _installed:
             return
-        sys.stdout = _StreamRouter(sys.stdout)
-        sys.stderr = _StreamRouter(sys.stderr)
         root = logging.getLogger()
         root.addHandler(_RecordRouter())
         if root.level == logging.WARNING and len(root.handlers) == 1:

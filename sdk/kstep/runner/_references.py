@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -9,6 +10,7 @@ import sys
 from typing import Any
 
 from kstep._errors import ExecutionError
+from kstep._steps import SCRIPT_PACKAGE
 
 
 def import_reference(reference: str) -> Any:
@@ -33,7 +35,10 @@ def import_reference(reference: str) -> Any:
 def _import_module(module_part: str, reference: str) -> Any:
     if module_part.endswith(".py"):
         path = os.path.abspath(module_part)
-        name = "__kstep_script__." + os.path.splitext(os.path.basename(path))[0]
+        # The path's hash keeps scripts of the same name in different directories apart.
+        stem = os.path.splitext(os.path.basename(path))[0]
+        digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+        name = f"{SCRIPT_PACKAGE}.{stem}_{digest}"
         if name in sys.modules:
             return sys.modules[name]
         if not os.path.exists(path):

@@ -536,6 +536,10 @@ class _S3Log(LogWriter):
 
     def close(self) -> None:
         self._closed.set()
+        # A part the flusher is uploading right now must land before the last one, so that
+        # a reader listing the parts after the step ended finds them all.
+        if self._flusher is not threading.current_thread():
+            self._flusher.join()
         self._flush()
 
 

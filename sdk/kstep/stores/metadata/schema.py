@@ -56,12 +56,18 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
-    with engine.begin() as connection:
-        if engine.dialect.name == "sqlite":
-            connection.info["kstep_write"] = True
-        config.attributes["connection"] = connection
-        logger.debug("Migrating the metadata store %s to %s.", engine.url, revision)
-        command.upgrade(config, revision)
+    with engine.connect() as connection:
+        # On SQLite the flag makes the transaction begin with the write lock (BEGIN
+        # IMMEDIATE); it must be set before the transaction begins, and cleared before the
+        # connection goes back to the pool, where readers would otherwise take that lock.
+        connection.info["kstep_write"] = engine.dialect.name == "sqlite"
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                logger.debug("Migrating the metadata store %s to %s.", engine.url, revision)
+                command.upgrade(config, revision)
+        finally:
+            connection.info["kstep_write"] = False
 
 
 @contextlib.contextmanager

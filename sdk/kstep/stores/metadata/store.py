@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from kstep._errors import NotFoundError, StoreError
+from kstep._interrupts import interrupts_deferred
 from kstep.stores.metadata import models
 from kstep.stores.metadata.records import (
     ArtifactVersionRecord,
@@ -104,7 +105,7 @@ class MetadataStore:
     def writing(self) -> Iterator[Connection]:
         """A write transaction (the SQLite write lock is taken when it begins)."""
         lock = self._write_lock or contextlib.nullcontext()
-        with lock, self.engine.connect() as connection:
+        with interrupts_deferred(), lock, self.engine.connect() as connection:
             connection.info["kstep_write"] = True
             try:
                 with connection.begin():
@@ -129,13 +130,15 @@ class MetadataStore:
             connection.execute(
                 insert(runs_t), {**dataclasses.asdict(run), "pipeline_id": pipeline_id}
             )
+        # Remembered only once committed: other threads must never refer to a row that a
+        # transaction still open (or later rolled back) created.
+        self._pipeline_ids[run.pipeline_name] = pipeline_id
 
     def _pipeline_id(self, connection: Connection, name: str) -> str:
         cached = self._pipeline_ids.get(name)
         if cached is not None:
             return cached
-        # Runs of a new pipeline may start at once in several threads or processes: whoever
-        # inserts second must find the first one's row, not fail on the unique name.
+        # Insert-or-ignore, then read: another process may create the row at the same time.
         self._insert_ignore(
             connection,
             pipelines_t,
@@ -145,7 +148,6 @@ class MetadataStore:
         found = connection.execute(
             select(pipelines_t.c.id).where(pipelines_t.c.name == name)
         ).scalar_one()
-        self._pipeline_ids[name] = found
         return str(found)
 
     def update_run(self, run_id: str, **values: Any) -> None:
@@ -556,7 +558,7 @@ def _sqlite_engine(url: str) -> Engine:
         # Let SQLAlchemy's "begin" event, not the driver, start transactions.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor, database)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
@@ -570,6 +572,25 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _enable_wal(cursor: Any, database: str, timeout: float = 60.0) -> None:
+    """Switch the database to WAL mode, waiting while another connection switches it."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            # Converting a new database file to WAL takes an exclusive lock without waiting
+            # on the busy timeout, so processes opening a fresh store at once collide here.
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            logger.debug("SQLite database %s is locked; retrying WAL mode.", database)
+            time.sleep(0.02)
 
 
 def _run(row: Row[Any]) -> RunRecord:

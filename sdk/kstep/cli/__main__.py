@@ -1,0 +1,5 @@
+"""`python -m kstep.cli`: the `kstep` command line."""
+
+from kstep.cli import main
+
+main()

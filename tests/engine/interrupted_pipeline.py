@@ -1,0 +1,29 @@
+"""A pipeline process for the interrupt test: `python -m engine.interrupted_pipeline DIR`.
+
+Its only step marks DIR/started and sleeps a little, so the test can press Ctrl-C while it
+runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from kstep import pipeline, step
+
+
+@step(enable_cache=False)
+def linger(directory: str) -> int:
+    (Path(directory) / "started").touch()
+    time.sleep(1)
+    return 1
+
+
+@pipeline
+def interrupted(directory: str) -> None:
+    linger(directory)
+
+
+if __name__ == "__main__":
+    interrupted(sys.argv[1])

@@ -1,0 +1,150 @@
+"""The artifact store on a real S3-compatible server, and a whole run on Postgres and S3."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine import steps_isolated
+from kstep import Client, pipeline, step
+from kstep._errors import ArtifactLoadError
+from kstep.materializers import BytesMaterializer, JsonMaterializer
+from kstep.materializers._numpy import NumpyMaterializer
+from kstep.materializers._pandas import PandasMaterializer
+from kstep.stores.artifacts import S3ArtifactStore
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture
+def s3_credentials(s3: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The test bucket's credentials in boto3's environment variables; its endpoint is not."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_access_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    return s3
+
+
+@pytest.fixture
+def s3_store(s3_credentials: Any, tmp_path: Path) -> Iterator[S3ArtifactStore]:
+    yield S3ArtifactStore(
+        f"s3://{s3_credentials.bucket}/kstep",
+        endpoint_url=s3_credentials.endpoint_url,
+        region=s3_credentials.region,
+        cache_dir=str(tmp_path / "cache"),
+        log_flush_seconds=0.2,
+    )
+
+
+def object_keys(store: S3ArtifactStore, prefix: str) -> list[str]:
+    answer = store.client.list_objects_v2(Bucket=store.bucket, Prefix=prefix)
+    return sorted(item["Key"] for item in answer.get("Contents", []))
+
+
+@pytest.mark.parametrize(
+    ("materializer", "value"),
+    [
+        (JsonMaterializer, {"rows": [1, 2, 3], "name": "iris"}),
+        (BytesMaterializer, b"\x00" * 1000),
+        (NumpyMaterializer, np.arange(1000, dtype=np.int64).reshape(10, 100)),
+        (PandasMaterializer, pd.DataFrame({"a": [1.5, 2.5], "b": ["x", "y"]})),
+    ],
+)
+def test_s3_store_saves_and_loads_through_materializers(
+    s3_store: S3ArtifactStore, materializer: Any, value: Any
+) -> None:
+    staged = s3_store.stage("thing", "v1")
+    materializer(staged).save(value)
+
+    before = s3_store.exists(staged.uri)
+    uri = staged.commit()
+    loaded = materializer(s3_store.location(uri)).load(type(value))
+
+    assert before is False
+    assert s3_store.exists(uri)
+    assert uri == f"s3://{s3_store.bucket}/kstep/artifacts/thing/v1"
+    if isinstance(value, np.ndarray):
+        np.testing.assert_array_equal(loaded, value)
+    elif isinstance(value, pd.DataFrame):
+        pd.testing.assert_frame_equal(loaded, value)
+    else:
+        assert loaded == value
+
+
+def test_s3_store_reports_a_missing_file_of_a_version(s3_store: S3ArtifactStore) -> None:
+    staged = s3_store.stage("thing", "v1")
+    JsonMaterializer(staged).save([1])
+    uri = staged.commit()
+
+    with pytest.raises(
+        ArtifactLoadError, match=f"artifact file 'other.json' could not be read from {uri}"
+    ):
+        s3_store.location(uri).open("other.json")
+
+
+def test_s3_store_writes_logs_in_parts_while_the_step_runs(s3_store: S3ArtifactStore) -> None:
+    uri = s3_store.log_uri("run-1", "step-1")
+    writer = s3_store.open_log(uri)
+
+    writer.write("first line\n")
+    deadline = time.monotonic() + 10
+    while s3_store.read_log(uri) == "" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while_running = s3_store.read_log(uri)
+    writer.write("second line\n")
+    writer.close()
+
+    assert while_running == "first line\n"
+    assert s3_store.read_log(uri) == "first line\nsecond line\n"
+    _, key = uri.split(f"s3://{s3_store.bucket}/")
+    assert object_keys(s3_store, key + "/") == [f"{key}/00000001.log", f"{key}/00000002.log"]
+
+
+@pytest.mark.postgres
+def test_s3_and_postgres_run_a_pipeline_end_to_end(
+    s3_credentials: Any, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KSTEP_METADATA_URL", postgres_url)
+    monkeypatch.setenv("KSTEP_ARTIFACT_ROOT", f"s3://{s3_credentials.bucket}/runs")
+    monkeypatch.setenv("KSTEP_S3_ENDPOINT_URL", s3_credentials.endpoint_url)
+    monkeypatch.setenv("KSTEP_S3_REGION", s3_credentials.region)
+    name = f"cloud_{os.urandom(4).hex()}"
+
+    @step
+    def rows(count: int) -> np.ndarray:
+        print(f"making {count} rows")
+        return np.arange(count)
+
+    @step
+    def mean(values: np.ndarray) -> float:
+        return float(values.mean())
+
+    @pipeline(name=name)
+    def cloud(count: int) -> None:
+        values = rows(count)
+        mean(values)
+        steps_isolated.describe_context(3, after=values)
+
+    first = cloud(5)
+    second = cloud(5)
+
+    client = Client()
+    run = client.get_run(first.id)
+    assert run.status == "completed"
+    assert run.steps["mean"].outputs["output"].load() == 2.0
+    assert run.steps["rows"].outputs["output"].uri.startswith(f"s3://{s3_credentials.bucket}/runs/")
+    assert run.steps["rows"].logs() == "making 5 rows\n"
+    isolated = run.steps["describe_context"]
+    assert isolated.outputs["output"].load()["run_id"] == run.id
+    assert "to stdout\n" in isolated.logs()
+    assert {s.status for s in second.steps.values()} == {"cached"}
+    client.stores.metadata.close()
