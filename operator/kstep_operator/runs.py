@@ -92,6 +92,12 @@ def reconcile_run(op: Operator, namespace: str, name: str) -> None:
             phases[invocation_id] = _launch(op, run, invocations[invocation_id], step_runs)
 
     _record(op, run, phases)
+    # Steps that ended within this reconcile (served from the cache, skipped, cancelled) may
+    # let others start or be skipped: plan again. Their StepRuns' watch events will not ask
+    # for it, as echoes of this operator's own writes.
+    ended_now = [i for i in [*plan.skip, *plan.start] if phases.get(i) in dag.TERMINAL]
+    if ended_now or plan.cancel_active:
+        op.enqueue_run(namespace, name)
 
 
 def needs_attention(op: Operator, run: dict[str, Any]) -> bool:
