@@ -2,7 +2,8 @@
 
 The watches fill it (through kopf's event handlers), and so do the answers to the operator's
 own writes, so a reconcile that follows a write sees it without waiting for the watch. An
-older version never replaces a newer one.
+older version never replaces a newer one, and the watch's echo of a write the operator made
+itself is recognised as nothing new.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ class ObjectCache:
         metadata = body["metadata"]
         key = (metadata["namespace"], metadata["name"])
         known = table.get(key)
-        if known is not None and _version(known) > _version(body):
-            return False
-        if known is not None and known["metadata"].get("uid") != metadata.get("uid"):
+        if known is not None and known["metadata"].get("uid") == metadata.get("uid"):
+            if _version(known) >= _version(body):
+                return False
+        elif known is not None:
             # A new object under an old name: forget the old one's index entries.
             self._forget(table, key)
         table[key] = body
@@ -52,25 +54,27 @@ class ObjectCache:
             run = body.get("spec", {}).get("pipelineRun")
             self._steps_by_run[(key[0], run)].discard(key[1])
 
-    def put_run(self, body: dict[str, Any]) -> None:
-        """Record a PipelineRun version."""
+    def put_run(self, body: dict[str, Any]) -> bool:
+        """Record a PipelineRun version; False if the cache had it (or a newer one) already."""
         with self._lock:
-            self._store(self.runs, body)
+            return self._store(self.runs, body)
 
-    def put_step(self, body: dict[str, Any]) -> None:
-        """Record a StepRun version."""
+    def put_step(self, body: dict[str, Any]) -> bool:
+        """Record a StepRun version; False if the cache had it (or a newer one) already."""
         with self._lock:
-            if self._store(self.steps, body):
-                metadata = body["metadata"]
-                run = body.get("spec", {}).get("pipelineRun") or metadata.get("labels", {}).get(
-                    LABEL_RUN
-                )
-                self._steps_by_run[(metadata["namespace"], run)].add(metadata["name"])
+            if not self._store(self.steps, body):
+                return False
+            metadata = body["metadata"]
+            run = body.get("spec", {}).get("pipelineRun") or metadata.get("labels", {}).get(
+                LABEL_RUN
+            )
+            self._steps_by_run[(metadata["namespace"], run)].add(metadata["name"])
+            return True
 
-    def put_job(self, body: dict[str, Any]) -> None:
-        """Record a Job version."""
+    def put_job(self, body: dict[str, Any]) -> bool:
+        """Record a Job version; False if the cache had it (or a newer one) already."""
         with self._lock:
-            self._store(self.jobs, body)
+            return self._store(self.jobs, body)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Forget an object the watch reported deleted."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import cProfile
 import datetime
 import logging
 import os
+import pstats
 import threading
 import time
-from collections.abc import Hashable
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 from kstep._settings import Settings
@@ -25,6 +29,9 @@ logger = logging.getLogger(__name__)
 RUN = "run"
 STEP = "step"
 
+# Artifact version records kept in memory for cache keys (a few hundred bytes each).
+_VERSIONS_KEPT = 50_000
+
 # Store settings a step needs; everything else in the operator's environment stays there.
 _STORE_VARIABLES = (
     "KSTEP_METADATA_URL",
@@ -38,6 +45,36 @@ _STORE_VARIABLES = (
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
 )
+
+
+class KeyLocks:
+    """One reentrant lock per key, held only while someone uses it.
+
+    The work queue never reconciles one key on two threads, but a run's reconcile also acts
+    on its StepRuns (cancelling them, starting first attempts) while their own reconciles
+    may run: both take the StepRun's lock, so each sees what the other did before deciding.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[Hashable, tuple[threading.RLock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        """Hold the lock of `key` for the duration of the block."""
+        with self._lock:
+            lock, users = self._held.get(key) or (threading.RLock(), 0)
+            self._held[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                lock, users = self._held[key]
+                if users == 1:
+                    del self._held[key]
+                else:
+                    self._held[key] = (lock, users - 1)
 
 
 class Operator:
@@ -72,10 +109,18 @@ class Operator:
             name="kstep-reconcile",
             on_error=self._failed,
         )
+        self.step_locks = KeyLocks()
         self.inline_attempts: dict[str, tuple[str, str]] = {}
         self.executor = ExecutorClient(executor_socket, self._inline_done, self._inline_lost)
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
         self._lock = threading.Lock()
+        self._thread_state = threading.local()
+        self._profilers: list[cProfile.Profile] = []
+        self._counts_written: dict[tuple[str, str], float] = {}
+        self._waiting_runs: set[tuple[str, str]] = set()
+        self._reserved = 0
+        self._run_names: dict[str, str] = {}
+        self._versions: OrderedDict[str, Any] = OrderedDict()
 
     def start(self) -> None:
         """Start reconciling and connect to the inline executor."""
@@ -87,6 +132,7 @@ class Operator:
         """Stop handing out work."""
         self.queue.stop()
         self.executor.stop()
+        self._write_profile()
 
     # -------------------------------------------------------------- dispatch
 
@@ -102,13 +148,43 @@ class Operator:
         from kstep_operator import runs, steps
 
         kind, namespace, name = str(key[0]), str(key[1]), str(key[2])  # type: ignore[index]
+        profiler = self._profiler()
         started = time.perf_counter()
-        if kind == RUN:
-            runs.reconcile_run(self, namespace, name)
-        else:
-            steps.reconcile_step(self, namespace, name)
+        if profiler is not None:
+            profiler.enable()
+        try:
+            if kind == RUN:
+                runs.reconcile_run(self, namespace, name)
+            else:
+                steps.reconcile_step(self, namespace, name)
+        finally:
+            if profiler is not None:
+                profiler.disable()
         self.metrics.reconcile_duration.labels(kind).observe(time.perf_counter() - started)
         self.metrics.queue_depth.set(self.queue.depth())
+
+    def _profiler(self) -> cProfile.Profile | None:
+        # One profiler per worker thread: a profiler only sees the thread that enabled it.
+        if not self.settings.profile_path:
+            return None
+        profiler: cProfile.Profile | None = getattr(self._thread_state, "profiler", None)
+        if profiler is None:
+            profiler = cProfile.Profile()
+            self._thread_state.profiler = profiler
+            with self._lock:
+                self._profilers.append(profiler)
+        return profiler
+
+    def _write_profile(self) -> None:
+        with self._lock:
+            profilers = list(self._profilers)
+        if not self.settings.profile_path or not profilers:
+            return
+        statistics = pstats.Stats(profilers[0])
+        for profiler in profilers[1:]:
+            statistics.add(profiler)
+        statistics.dump_stats(self.settings.profile_path)
+        logger.info("The reconciles' profile is in %s.", self.settings.profile_path)
 
     def _failed(self, key: Hashable, error: BaseException) -> None:
         kind = key[0]  # type: ignore[index]
@@ -132,6 +208,66 @@ class Operator:
         """Remember which StepRun an inline attempt belongs to, to queue it when it ends."""
         with self._lock:
             self.inline_attempts[step_run_id] = (namespace, name)
+
+    # -------------------------------------------------------------- the global limit
+
+    def capacity_freed(self) -> None:
+        """A step ended (or room was released): queue the runs that waited for room."""
+        with self._lock:
+            waiting = list(self._waiting_runs)
+            self._waiting_runs.clear()
+        for namespace, name in waiting:
+            self.enqueue_run(namespace, name)
+
+    # -------------------------------------------------------------- pacing and memos
+
+    def counts_wait(self, namespace: str, name: str) -> float:
+        """Seconds until a run's step counts may be written again (0: now)."""
+        with self._lock:
+            written = self._counts_written.get((namespace, name))
+        if written is None:
+            return 0.0
+        return max(0.0, written + self.settings.counts_interval_seconds - time.monotonic())
+
+    def counts_were_written(self, namespace: str, name: str) -> None:
+        """Note that a run's step counts were written now."""
+        with self._lock:
+            self._counts_written[(namespace, name)] = time.monotonic()
+
+    def run_ended(self, namespace: str, name: str, uid: str) -> None:
+        """Forget what was kept about a run while it ran."""
+        with self._lock:
+            self._counts_written.pop((namespace, name), None)
+            self._run_names.pop(uid, None)
+
+    def run_name(self, uid: str) -> str | None:
+        """The name a run has in the metadata store, once looked up (it never changes)."""
+        with self._lock:
+            return self._run_names.get(uid)
+
+    def remember_run_name(self, uid: str, name: str) -> None:
+        with self._lock:
+            self._run_names[uid] = name
+
+    def artifact_versions(self, ids: list[str]) -> dict[str, Any]:
+        """Artifact version records by id; versions never change, so each is read once."""
+        with self._lock:
+            found = {i: self._versions[i] for i in ids if i in self._versions}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            read = self.stores.metadata.versions_by_id(missing)
+            self.remember_versions(read.values())
+            found.update(read)
+        return found
+
+    def remember_versions(self, records: Iterable[Any]) -> None:
+        """Keep artifact version records (the outputs a step just recorded, for instance)."""
+        with self._lock:
+            for record in records:
+                self._versions[record.id] = record
+                self._versions.move_to_end(record.id)
+            while len(self._versions) > _VERSIONS_KEPT:
+                self._versions.popitem(last=False)
 
     # -------------------------------------------------------------- store settings
 
@@ -189,6 +325,8 @@ class Operator:
                     metadata = step_run["metadata"]
                     self.enqueue_step(metadata["namespace"], metadata["name"])
         self.metrics.steps_active.set(active)
+        # A safety net for runs waiting for room under the global limit.
+        self.capacity_freed()
         running_runs = 0
         oldest: datetime.datetime | None = None
         for run in self.cache.all_runs():
@@ -205,6 +343,31 @@ class Operator:
         self.metrics.longest_running_run.set(
             0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         )
+
+    @contextlib.contextmanager
+    def room_for_steps(self, namespace: str, name: str, wanted: int) -> Iterator[int]:
+        """Reserve room for up to `wanted` more active StepRuns of a run under the global limit.
+
+        Yields how many may start; the room stays taken until the block ends, by when the
+        StepRuns started in it are in the cache, where `active_steps` counts them. A run
+        given less than it wanted is queued again when room may have come free.
+        """
+        with self._lock:
+            free = self.settings.max_active_steps - self.active_steps() - self._reserved
+            granted = max(0, min(wanted, free))
+            self._reserved += granted
+            # Noted under the same lock as the count, so that no step can end unnoticed in
+            # between (its end is in the cache before it calls `capacity_freed`).
+            if granted < wanted:
+                self._waiting_runs.add((namespace, name))
+        try:
+            yield granted
+        finally:
+            with self._lock:
+                self._reserved -= granted
+            if granted:
+                # Room reserved but not used may be what another run was refused.
+                self.capacity_freed()
 
     def active_steps(self) -> int:
         """StepRuns not yet ended, across all runs (for the global limit)."""

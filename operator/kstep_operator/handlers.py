@@ -31,8 +31,9 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if event.get("type") == "DELETED":
             op.cache.delete("run", metadata["namespace"], metadata["name"])
             return
-        op.cache.put_run(body)
-        op.enqueue_run(metadata["namespace"], metadata["name"])
+        # The echo of the operator's own write: whoever wrote it has acted on it already.
+        if op.cache.put_run(body):
+            op.enqueue_run(metadata["namespace"], metadata["name"])
 
     @kopf.on.event(GROUP, VERSION, "stepruns", registry=registry)
     async def step_run_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -41,7 +42,8 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if event.get("type") == "DELETED":
             op.cache.delete("step", metadata["namespace"], metadata["name"])
             return
-        op.cache.put_step(body)
+        if not op.cache.put_step(body):
+            return
         phase = (body.get("status") or {}).get("phase")
         if phase in _TERMINAL or phase is None:
             op.enqueue_run(metadata["namespace"], body["spec"]["pipelineRun"])
@@ -55,8 +57,8 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         owner = op.cache.step_of_job(body)
         if event.get("type") == "DELETED":
             op.cache.delete("job", metadata["namespace"], metadata["name"])
-        else:
-            op.cache.put_job(body)
+        elif not op.cache.put_job(body):
+            return
         if owner is not None:
             op.enqueue_step(*owner)
 

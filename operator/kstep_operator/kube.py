@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import queue
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,8 @@ class Kube:
     def __init__(self, api_client: Any) -> None:
         self.api_client = api_client
         self._event_lock = threading.Lock()
+        self._events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=10_000)
+        self._event_poster: threading.Thread | None = None
 
     @classmethod
     def from_environment(cls, connections: int = 16) -> Kube:
@@ -136,15 +139,21 @@ class Kube:
         An existing object owned by another parent (a deleted one, whose children wait for
         garbage collection) is not adopted: it is deleted and the object created anew.
         """
+        return self.create_or_adopt(kind, namespace, body)[0]
+
+    def create_or_adopt(
+        self, kind: Kind, namespace: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """`create_or_get`, also saying whether the object was created by this call."""
         try:
-            return self.create(kind, namespace, body)
+            return self.create(kind, namespace, body), True
         except ApiError as error:
             if error.status != 409:
                 raise
         name = body["metadata"]["name"]
         existing = self.get(kind, namespace, name)
         if existing is not None and _same_owner(existing, body):
-            return existing
+            return existing, False
         if existing is not None:
             logger.info(
                 "%s %s/%s belongs to a deleted parent; it is replaced.", kind.kind, namespace, name
@@ -157,7 +166,7 @@ class Kube:
                     "preconditions": {"uid": existing["metadata"]["uid"]},
                 },
             )
-        return self.create(kind, namespace, body)
+        return self.create(kind, namespace, body), True
 
     def replace(
         self, kind: Kind, namespace: str, name: str, body: dict[str, Any]
@@ -224,7 +233,12 @@ class Kube:
         message: str,
         event_type: str = "Normal",
     ) -> None:
-        """Post a Kubernetes Event about an object (best effort: failures are logged)."""
+        """Post a Kubernetes Event about an object, soon and in order, from another thread.
+
+        Events only inform: a reconcile does not wait for them (each is a request to the API
+        server), and one that cannot be posted, or that overflows the queue, is dropped with
+        a debug message.
+        """
         metadata = involved.get("metadata", {})
         namespace = metadata.get("namespace", "default")
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -246,10 +260,24 @@ class Kube:
             "lastTimestamp": now[:19] + "Z",
             "count": 1,
         }
+        with self._event_lock:
+            if self._event_poster is None:
+                self._event_poster = threading.Thread(
+                    target=self._post_events, name="kstep-events", daemon=True
+                )
+                self._event_poster.start()
         try:
-            self.create(EVENTS, namespace, body)
-        except Exception as error:
-            logger.debug("Posting event %s failed: %s", reason, error)
+            self._events.put_nowait((namespace, body))
+        except queue.Full:
+            logger.debug("Event %s is dropped: too many are waiting to be posted.", reason)
+
+    def _post_events(self) -> None:
+        while True:
+            namespace, body = self._events.get()
+            try:
+                self.create(EVENTS, namespace, body)
+            except Exception as error:
+                logger.debug("Posting event %s failed: %s", body.get("reason"), error)
 
 
 def _same_owner(existing: dict[str, Any], body: dict[str, Any]) -> bool:

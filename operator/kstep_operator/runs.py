@@ -18,7 +18,8 @@ from kstep.cluster import names
 from kstep.cluster.objects import step_run_manifest, succeeded_condition
 from kstep.stores.metadata import RunRecord, StepRunRecord, utcnow
 from kstep_operator import steps
-from kstep_operator.context import Operator, describe
+from kstep_operator.context import RUN, Operator, describe
+from kstep_operator.inline.client import CodeNotLoadable
 from kstep_operator.kube import (
     JOBS,
     PIPELINE_RUNS,
@@ -65,35 +66,38 @@ def reconcile_run(op: Operator, namespace: str, name: str) -> None:
         if (sr.get("status") or {}).get("phase")
     }
     active = sum(1 for p in phases.values() if p not in dag.TERMINAL)
-    capacity = max(
-        0,
-        min(
-            spec.get("parallelism", 32) - active,
-            op.settings.max_active_steps - op.active_steps(),
-        ),
-    )
-    plan = dag.plan(
-        spec,
-        phases,
-        capacity=capacity,
-        cancelled=spec.get("status") == "Cancelled",
-        timed_out=_timed_out(run),
-    )
+    room_in_run = max(0, spec.get("parallelism", 32) - active)
+    # The room under the global limit stays reserved until the new StepRuns are in the
+    # cache, so that runs reconciled at the same time do not take the same room twice.
+    with op.room_for_steps(namespace, name, room_in_run) as capacity:
+        plan = dag.plan(
+            spec,
+            phases,
+            capacity=capacity,
+            cancelled=spec.get("status") == "Cancelled",
+            timed_out=_timed_out(run),
+        )
 
-    if plan.cancel_active:
-        reason = _stop_reason(run, plan)
-        for step_run in step_runs.values():
-            if (step_run.get("status") or {}).get("phase") not in dag.TERMINAL:
-                steps.cancel(op, step_run, reason)
-                phases[step_run["spec"]["invocationId"]] = "cancelled"
-    for invocation_id, why in plan.skip.items():
-        _skip(op, run, invocation_id, why)
-        phases[invocation_id] = "skipped"
-    invocations = {i["id"]: i for i in spec.get("steps") or []}
-    for invocation_id in plan.start:
-        phases[invocation_id] = _launch(op, run, invocations[invocation_id], step_runs)
+        if plan.cancel_active:
+            reason = _stop_reason(run, plan)
+            for step_run in step_runs.values():
+                if (step_run.get("status") or {}).get("phase") not in dag.TERMINAL:
+                    invocation_id = step_run["spec"]["invocationId"]
+                    phases[invocation_id] = steps.cancel(op, step_run, reason)
+        for invocation_id, why in plan.skip.items():
+            _skip(op, run, invocation_id, why)
+            phases[invocation_id] = "skipped"
+        invocations = {i["id"]: i for i in spec.get("steps") or []}
+        for invocation_id in plan.start:
+            phases[invocation_id] = _launch(op, run, invocations[invocation_id], step_runs)
 
     _record(op, run, phases)
+    # Steps that ended within this reconcile (served from the cache, skipped, cancelled) may
+    # let others start or be skipped: plan again. Their StepRuns' watch events will not ask
+    # for it, as echoes of this operator's own writes.
+    ended_now = [i for i in [*plan.skip, *plan.start] if phases.get(i) in dag.TERMINAL]
+    if ended_now or plan.cancel_active:
+        op.enqueue_run(namespace, name)
 
 
 def needs_attention(op: Operator, run: dict[str, Any]) -> bool:
@@ -172,14 +176,22 @@ def _ensure_run_row(op: Operator, run: dict[str, Any], run_id: str) -> None:
         pass
     try:
         metadata_store.create_run(record)
+        return
     except Exception as error:
         if not isinstance(getattr(error, "__cause__", None), IntegrityError) and not isinstance(
             error, IntegrityError
         ):
             raise
-        # The name is taken by a run of another namespace: keep both, told apart by uid.
-        record.name = f"{metadata['name']}-{metadata['uid'][:8]}"
-        metadata_store.create_run(record)
+        # Only a run of the same name in another namespace (or an earlier one) justifies
+        # another name; any other conflict is an error, not a reason to rename this run.
+        try:
+            holder = metadata_store.get_run(record.name)
+        except LookupError:
+            raise error from None
+    if holder.id == run_id:
+        return
+    record.name = f"{metadata['name']}-{metadata['uid'][:8]}"
+    metadata_store.create_run(record)
 
 
 def _check(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
@@ -257,7 +269,13 @@ def _check_functions(op: Operator, run: dict[str, Any]) -> dag.Problem | None:
     if not references:
         return None
     env = op.store_environment(run["metadata"]["namespace"], spec.get("storeSecret")) or {}
-    problems = op.executor.validate(references, env, code, timeout=120)
+    try:
+        problems = op.executor.validate(references, env, code, timeout=120)
+    except CodeNotLoadable as error:
+        return dag.Problem(
+            "InvalidCodeArchive",
+            f"the run's code archive {code.get('archive')!r} cannot be loaded: {error}",
+        )
     if not problems:
         return None
     reference, why = sorted(problems.items())[0]
@@ -427,7 +445,7 @@ def _launch(
         run, invocation["id"], definition, inputs, upstream=upstream, cache_key=cache_key
     )
     try:
-        created = op.kube.create_or_get(STEP_RUNS, run["metadata"]["namespace"], body)
+        created, new = op.kube.create_or_adopt(STEP_RUNS, run["metadata"]["namespace"], body)
     except ApiError as error:
         logger.warning("Creating the StepRun of %r failed: %s", invocation["id"], error)
         raise
@@ -442,7 +460,7 @@ def _launch(
         hit = steps.serve_from_cache(op, created, run, cache_key, definition)
         if hit:
             return "cached"
-    steps.start_attempt(op, created, 1, run=run)
+    steps.start_attempt(op, created, 1, run=run, new=new)
     return "running"
 
 
@@ -462,7 +480,7 @@ def _resolve(value: dict[str, Any], outputs: dict[str, dict[str, str]]) -> dict[
 
 def _cache_key(op: Operator, definition: dict[str, Any], inputs: dict[str, Any]) -> str:
     ids = [i for value in inputs.values() for i in _artifact_ids(value)]
-    versions = op.stores.metadata.versions_by_id(ids)
+    versions = op.artifact_versions(ids)
     parameters = {k: v["param"] for k, v in inputs.items() if "param" in v}
     tokens: dict[str, Any] = {}
     for name, value in inputs.items():
@@ -541,6 +559,7 @@ def _skip(op: Operator, run: dict[str, Any], invocation_id: str, why: str) -> No
         STEP_RUNS, created["metadata"]["namespace"], created["metadata"]["name"], status
     )
     op.cache.put_step(patched)
+    op.kube.post_event(patched, "Skipped", why)
 
 
 # ------------------------------------------------------------------ status
@@ -557,22 +576,27 @@ def _record(op: Operator, run: dict[str, Any], phases: dict[str, str]) -> None:
         cancelled=spec.get("status") == "Cancelled",
         timed_out=_timed_out(run),
     )
+    namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
     if not plan.finished:
-        if counts != status.get("stepCounts"):
+        # Counts change with every step: they are written at most once per interval, which
+        # keeps a run's many transitions from each costing a write of the run.
+        wait = op.counts_wait(namespace, name)
+        if counts != status.get("stepCounts") and wait > 0:
+            op.queue.add_after((RUN, namespace, name), wait)
+        elif counts != status.get("stepCounts"):
             patched = op.kube.patch_status(
                 PIPELINE_RUNS,
-                run["metadata"]["namespace"],
-                run["metadata"]["name"],
+                namespace,
+                name,
                 {"stepCounts": counts_patch(status.get("stepCounts"), counts)},
             )
             op.cache.put_run(patched)
+            op.counts_were_written(namespace, name)
         timeout = spec.get("timeoutSeconds")
         started = parse_time(status.get("startTime"))
         if timeout and started is not None:
             remaining = timeout - _age(started)
-            op.queue.add_after(
-                ("run", run["metadata"]["namespace"], run["metadata"]["name"]), max(remaining, 0.05)
-            )
+            op.queue.add_after((RUN, namespace, name), max(remaining, 0.05))
         return
     message = plan.message
     if plan.phase == "failed" and plan.failed_step and not message:
@@ -622,8 +646,8 @@ def _finish(
     }
     if not (run.get("status") or {}).get("startTime"):
         status["startTime"] = now
-    patched = op.kube.patch_status(PIPELINE_RUNS, metadata["namespace"], metadata["name"], status)
-    op.cache.put_run(patched)
+    # The metadata store first: once the status says the run ended, no reconcile comes back
+    # to it, so an operator that dies in between must leave the store's record to redo.
     op.stores.metadata.update_run(
         names.run_id(metadata["uid"]),
         status=phase,
@@ -631,9 +655,18 @@ def _finish(
         message=message or None,
         failed_step=failed_step,
     )
+    patched = op.kube.patch_status(PIPELINE_RUNS, metadata["namespace"], metadata["name"], status)
+    op.cache.put_run(patched)
+    op.run_ended(metadata["namespace"], metadata["name"], metadata["uid"])
+    _expire(op, patched)
     op.metrics.runs.labels(phase).inc()
+    # The event's reason is the new phase, as for steps; the condition's reason says why.
     event_type = "Normal" if phase == "completed" else "Warning"
-    op.kube.post_event(run, reason, message or f"the run {phase}", event_type)
+    event_reason = {"completed": "Completed", "failed": "Failed", "cancelled": "Cancelled"}[phase]
+    event_message = message or f"the run {phase}"
+    if reason != event_reason:
+        event_message = f"{reason}: {event_message}"
+    op.kube.post_event(run, event_reason, event_message, event_type)
     logger.info("PipelineRun %s ended %s: %s", describe(run), phase, message or reason)
 
 
@@ -683,7 +716,7 @@ def _expire(op: Operator, run: dict[str, Any]) -> None:
     remaining = ttl - _age(finished)
     metadata = run["metadata"]
     if remaining > 0:
-        op.queue.add_after(("run", metadata["namespace"], metadata["name"]), remaining)
+        op.queue.add_after((RUN, metadata["namespace"], metadata["name"]), remaining)
         return
     if op.kube.delete(PIPELINE_RUNS, metadata["namespace"], metadata["name"]):
         logger.info("PipelineRun %s is deleted: its TTL after finishing ran out.", describe(run))

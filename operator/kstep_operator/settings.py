@@ -59,6 +59,12 @@ class OperatorSettings(BaseSettings):
     )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables /metrics.")
     metrics_host: str = Field(default="0.0.0.0", description="Address /metrics listens on.")
+    counts_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="Least time between two updates of a running PipelineRun's step counts "
+        "(changes in between are written together); a run's final counts are written at once.",
+    )
     sweep_seconds: float = Field(
         default=2.0, gt=0, description="Period of the sweep for timeouts, TTLs and lost Jobs."
     )
@@ -96,6 +102,11 @@ class OperatorSettings(BaseSettings):
         "random suffix per process.",
     )
     log_format: str = Field(default="text", pattern="^(text|json)$")
+    profile_path: str | None = Field(
+        default=None,
+        description="Profile every reconcile (cProfile, all worker threads) and write the "
+        "statistics to this file when the operator stops; for finding where time goes.",
+    )
 
     @model_validator(mode="after")
     def _check_lease_periods(self) -> OperatorSettings:

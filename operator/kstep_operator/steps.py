@@ -30,6 +30,11 @@ _ENDED_ROWS = ("completed", "failed", "retrying", "cancelled")
 
 def reconcile_step(op: Operator, namespace: str, name: str) -> None:
     """Move one StepRun along: start an attempt, notice its end, retry or finish."""
+    with op.step_locks.hold((namespace, name)):
+        _reconcile_step(op, namespace, name)
+
+
+def _reconcile_step(op: Operator, namespace: str, name: str) -> None:
     step_run = op.cache.step(namespace, name)
     if step_run is None or step_run["metadata"].get("deletionTimestamp"):
         return
@@ -86,9 +91,25 @@ def needs_attention(op: Operator, step_run: dict[str, Any]) -> bool:
 
 
 def start_attempt(
-    op: Operator, step_run: dict[str, Any], attempt: int, *, run: dict[str, Any]
+    op: Operator,
+    step_run: dict[str, Any],
+    attempt: int,
+    *,
+    run: dict[str, Any],
+    new: bool = False,
 ) -> None:
-    """Start (or find already started) attempt `attempt` of a StepRun."""
+    """Start (or find already started) attempt `attempt` of a StepRun.
+
+    `new` says the StepRun was created just now: no attempt of it can be recorded yet.
+    """
+    metadata = step_run["metadata"]
+    with op.step_locks.hold((metadata["namespace"], metadata["name"])):
+        _start_attempt(op, step_run, attempt, run, new)
+
+
+def _start_attempt(
+    op: Operator, step_run: dict[str, Any], attempt: int, run: dict[str, Any], new: bool
+) -> None:
     metadata = step_run["metadata"]
     spec = step_run["spec"]
     definition = spec["definition"]
@@ -96,7 +117,7 @@ def start_attempt(
     attempt_id = names.attempt_id(metadata["uid"], attempt)
 
     # An attempt recorded as ended already (the operator died before noticing): settle it.
-    row = _row(op, attempt_id)
+    row = None if new else _row(op, attempt_id)
     if row is not None and row.status in _ENDED_ROWS:
         _settle(op, step_run, attempt, row)
         return
@@ -137,11 +158,15 @@ def start_attempt(
         "retryAt": None,
         "observedGeneration": metadata.get("generation"),
     }
-    if not (step_run.get("status") or {}).get("startTime"):
+    first = not (step_run.get("status") or {}).get("startTime")
+    if first:
         status["startTime"] = now
     _patch(op, step_run, status)
     if attempt > 1:
         op.kube.post_event(step_run, "Retrying", f"attempt {attempt} started")
+    elif first:
+        where = f"in Job {job_name}" if job_name else "on the inline executor"
+        op.kube.post_event(step_run, "Started", f"attempt 1 started {where}")
 
 
 def _insert_row(
@@ -210,6 +235,12 @@ def _check_attempt(op: Operator, step_run: dict[str, Any], run: dict[str, Any]) 
         return
     if op.executor.knows(attempt_id) or not op.executor.ready.is_set():
         return
+    # The executor forgets a step once it is done, and the step records its outcome before
+    # that: read the row again, for the step may have ended since the first read.
+    row = _row(op, attempt_id)
+    if row is not None and row.status in _ENDED_ROWS:
+        _settle(op, step_run, attempt, row)
+        return
     _lose(
         op,
         step_run,
@@ -236,6 +267,11 @@ def _check_job(op: Operator, step_run: dict[str, Any], attempt: int, attempt_id:
             )
             return
         job = op.kube.get(JOBS, metadata["namespace"], job_name)
+        row = _row(op, attempt_id) if job is None else None
+        if row is not None and row.status in _ENDED_ROWS:
+            # Deleted after its step recorded an outcome: the outcome stands.
+            _settle(op, step_run, attempt, row)
+            return
         if job is None:
             _lose(
                 op,
@@ -277,6 +313,14 @@ def _lose(
 ) -> None:
     """Record an attempt that ended without the runner recording it, then settle it."""
     final = attempt > _max_retries(step_run)
+    logger.warning(
+        "Attempt %d of StepRun %s is lost (%s): %s; %s.",
+        attempt,
+        describe(step_run),
+        reason,
+        message,
+        "the step fails" if final else "it is retried",
+    )
     op.stores.metadata.update_step_run(
         attempt_id,
         status="failed" if final else "retrying",
@@ -303,6 +347,8 @@ def _settle(
     now = now_iso()
     if row.status == "completed":
         outputs = op.stores.metadata.outputs_of(row.id)
+        # Downstream steps' cache keys need these versions next.
+        op.remember_versions(outputs.values())
         _patch(
             op,
             step_run,
@@ -385,6 +431,7 @@ def _ended(
     op.kube.post_event(step_run, reason, message, event_type)
     metadata = step_run["metadata"]
     op.enqueue_run(metadata["namespace"], step_run["spec"]["pipelineRun"])
+    op.capacity_freed()
 
 
 # ------------------------------------------------------------------ cache and cancel
@@ -459,6 +506,8 @@ def serve_from_cache(
     )
     op.metrics.cache_hits.inc()
     op.metrics.steps.labels("cached", definition.get("runtime", "inline")).inc()
+    op.capacity_freed()
+    op.kube.post_event(step_run, "CacheHit", f"outputs of step run {original.id} reused")
     return True
 
 
@@ -473,15 +522,39 @@ def _still_valid(op: Operator, record: Any) -> bool:
     return bool(op.stores.artifacts.exists(record.uri))
 
 
-def cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
-    """Stop a StepRun: mark it and its attempt cancelled, and delete its Job (and pod).
+def cancel(op: Operator, step_run: dict[str, Any], why: str) -> str:
+    """Stop a StepRun: delete its Job (killing the pod); mark it and its attempt cancelled.
 
-    It is marked before its Job goes, so that the Job's disappearance is not taken for a lost
-    Job by a step reconcile running meanwhile. An inline step cannot be interrupted inside its
-    thread; it is marked cancelled at once and whatever it records later is ignored.
+    Returns the StepRun's phase: `cancelled`, or how it ended before it could be cancelled.
+
+    An inline step cannot be interrupted inside its thread; it is marked cancelled at once
+    and whatever it records later is ignored.
     """
     metadata = step_run["metadata"]
-    status = dict(step_run.get("status") or {})
+    with op.step_locks.hold((metadata["namespace"], metadata["name"])):
+        # The step's own reconcile may have ended it meanwhile: its outcome stands.
+        step_run = op.cache.step(metadata["namespace"], metadata["name"]) or step_run
+        phase = (step_run.get("status") or {}).get("phase")
+        if phase in dag.TERMINAL:
+            return str(phase)
+        _cancel(op, step_run, why)
+        return "cancelled"
+
+
+def _cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
+    metadata = step_run["metadata"]
+    status = step_run.get("status") or {}
+    # The attempt is marked cancelled before its Job goes, so that whoever notices the Job
+    # missing finds the attempt already ended rather than lost; the StepRun is marked last,
+    # so that an operator that dies before finds it still to cancel after its restart.
+    if status.get("stepRunId"):
+        row = _row(op, status["stepRunId"])
+        if row is not None and row.status == "running":
+            op.stores.metadata.update_step_run(
+                row.id, status="cancelled", finished_at=utcnow(), error_message=why
+            )
+    if status.get("jobName"):
+        op.kube.delete(JOBS, metadata["namespace"], status["jobName"])
     _patch(
         op,
         step_run,
@@ -493,17 +566,10 @@ def cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
             "retryAt": None,
         },
     )
-    if status.get("jobName"):
-        op.kube.delete(JOBS, metadata["namespace"], status["jobName"])
-    if status.get("stepRunId"):
-        row = _row(op, status["stepRunId"])
-        if row is not None and row.status == "running":
-            op.stores.metadata.update_step_run(
-                row.id, status="cancelled", finished_at=utcnow(), error_message=why
-            )
     op.metrics.steps.labels(
         "cancelled", step_run["spec"]["definition"].get("runtime", "inline")
     ).inc()
+    op.capacity_freed()
     op.kube.post_event(step_run, "Cancelled", why, "Warning")
 
 
@@ -537,10 +603,16 @@ def _max_retries(step_run: dict[str, Any]) -> int:
 
 
 def _run_name(op: Operator, run: dict[str, Any]) -> str:
+    uid = run["metadata"]["uid"]
+    known = op.run_name(uid)
+    if known is not None:
+        return known
     try:
-        return op.stores.metadata.get_run(names.run_id(run["metadata"]["uid"])).name
+        name = op.stores.metadata.get_run(names.run_id(uid)).name
     except LookupError:
         return str(run["metadata"]["name"])
+    op.remember_run_name(uid, name)
+    return name
 
 
 def _now() -> datetime.datetime:

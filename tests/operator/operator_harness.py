@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,10 +24,166 @@ GROUP = "kstep.dev"
 VERSION = "v1alpha1"
 
 
+def apply_crds(kubeconfig: Path | str) -> None:
+    """Apply the project's CRDs and wait until they are established."""
+    kubectl = [str(BIN / "kubectl"), f"--kubeconfig={kubeconfig}"]
+    subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *kubectl,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/pipelineruns.kstep.dev",
+            "crd/stepruns.kstep.dev",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def store_settings(postgres_url: str, bucket: Any) -> dict[str, str]:
+    """Store settings every component shares: a Postgres database and an S3 bucket."""
+    return {
+        "KSTEP_METADATA_URL": postgres_url,
+        "KSTEP_ARTIFACT_ROOT": bucket.uri("kstep"),
+        "KSTEP_S3_ENDPOINT_URL": bucket.endpoint_url,
+        **{k: v for k, v in bucket.env.items() if not k.startswith("AWS_ENDPOINT")},
+    }
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def operator_cluster(
+    control_plane: Any,
+    namespace: str,
+    store_env: dict[str, str],
+    side_channel: Path,
+    workdir: Path,
+    *,
+    standin: Any = None,
+    code_paths: tuple[Path, ...] = (),
+    settings: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """Start the operator and its executor watching `namespace`, with the stores it needs.
+
+    `code_paths` are importable by steps besides this folder; `settings` are further
+    environment variables of the operator.
+    """
+    from kubernetes import client
+
+    api = control_plane.api_client("admin")
+    core = client.CoreV1Api(api)
+    python_path = os.pathsep.join(str(p) for p in (HERE, *code_paths))
+    code_env = {"PYTHONPATH": python_path, "KSTEP_TEST_SIDE_CHANNEL": str(side_channel)}
+    secret_data = {**store_env, **code_env}
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "kstep-stores"},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret_data.items()},
+        },
+    )
+    core.create_namespaced_service_account(
+        namespace, {"metadata": {"name": "kstep-step"}, "automountServiceAccountToken": False}
+    )
+    _grant_orchestrator(api, namespace)
+
+    workdir.mkdir()
+    # The operator's own credentials, where a user's inline code must not find them: a
+    # kubeconfig in its environment and in its home directory, and the variables every
+    # container of a pod gets.
+    (workdir / ".kube").mkdir()
+    shutil.copy(control_plane.admin_kubeconfig, workdir / ".kube" / "config")
+    environment = {
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "HOME": str(workdir),
+        "KUBECONFIG": str(control_plane.admin_kubeconfig),
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+        "KSTEP_HOME": str(workdir / "home"),
+        "KSTEP_OPERATOR_NAMESPACES": f'["{namespace}"]',
+        "KSTEP_OPERATOR_IMAGE": "kstep:test",
+        "KSTEP_OPERATOR_LOST_JOB_GRACE_SECONDS": "2",
+        "KSTEP_OPERATOR_SWEEP_SECONDS": "0.5",
+        "KSTEP_OPERATOR_ORCHESTRATOR_RESTART_LIMIT": "2",
+        **store_env,
+        **code_env,
+        **(settings or {}),
+    }
+    processes = OperatorProcesses(
+        environment=environment,
+        workdir=workdir,
+        socket_path=workdir / "executor.sock",
+        metrics_port=free_port(),
+    )
+    environment["KSTEP_OPERATOR_EXECUTOR_SOCKET"] = str(processes.socket_path)
+    environment["KSTEP_OPERATOR_METRICS_PORT"] = str(processes.metrics_port)
+    processes.start_executor()
+    processes.start_operator()
+
+    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "kubectl"), f"--kubeconfig={control_plane.admin_kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+        )
+
+    try:
+        yield Cluster(
+            api, namespace, processes, store_env, kubectl, standin, side_channel=side_channel
+        )
+    finally:
+        processes.stop()
+        api.close()
+
+
+def _grant_orchestrator(api: Any, namespace: str) -> None:
+    """The orchestrator's service account: read runs, manage StepRuns, in this namespace."""
+    from kubernetes import client
+
+    client.CoreV1Api(api).create_namespaced_service_account(
+        namespace, {"metadata": {"name": "kstep-orchestrator"}}
+    )
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "kstep-orchestrator"},
+            "rules": [
+                {
+                    "apiGroups": ["kstep.dev"],
+                    "resources": ["pipelineruns"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["kstep.dev"],
+                    "resources": ["stepruns", "stepruns/status"],
+                    "verbs": ["get", "list", "watch", "create", "patch", "update"],
+                },
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "kstep-orchestrator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "kstep-orchestrator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "kstep-orchestrator", "namespace": namespace}
+            ],
+        },
+    )
 
 
 @dataclass
@@ -97,6 +255,7 @@ class Cluster:
         store_env: dict[str, str],
         kubectl: Any,
         standin: Any = None,
+        side_channel: Path | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -108,7 +267,7 @@ class Cluster:
         self.processes = processes
         self.store_env = store_env
         self.kubectl = kubectl
-        self.standin = standin
+        self.side_channel = side_channel or processes.workdir / "side-channel.log"
         self.standin = standin
 
     # -------------------------------------------------------------- runs
@@ -177,8 +336,54 @@ class Cluster:
             texts.append(f"== {pod.metadata.name}\n{text[-3000:]}")
         return "\n".join(texts)
 
-    def jobs(self) -> list[Any]:
-        return list(self.batch.list_namespaced_job(self.namespace).items)
+    def create(self, manifest: dict[str, Any]) -> str:
+        """Create a PipelineRun from a manifest as is; return its name."""
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "pipelineruns", manifest
+        )
+        return str(manifest["metadata"]["name"])
+
+    def jobs(self, run: str | None = None) -> list[Any]:
+        selector = f"kstep.dev/run={run}" if run else None
+        return list(self.batch.list_namespaced_job(self.namespace, label_selector=selector).items)
+
+    def pods(self, run: str | None = None) -> list[Any]:
+        selector = f"kstep.dev/run={run}" if run else None
+        return list(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
+
+    def delete_job(self, name: str) -> None:
+        """Delete a Job as `kubectl delete job` does: its pods follow in the background."""
+        self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
+
+    def delete_pod(self, name: str) -> None:
+        self.core.delete_namespaced_pod(name, self.namespace)
+
+    def events(self) -> list[tuple[str, str, str, str]]:
+        """(kind, name, reason, message) of every Event in the namespace, oldest first."""
+        found = self.core.list_namespaced_event(self.namespace).items
+        found.sort(key=lambda e: (e.first_timestamp or e.event_time or 0, e.metadata.name))
+        return [
+            (e.involved_object.kind, e.involved_object.name, e.reason, e.message) for e in found
+        ]
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The operator's /metrics samples: (name, sorted labels) -> value."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.processes.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics, 0 when it is absent (a counter never incremented)."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
     def patch_run(self, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(
@@ -196,7 +401,7 @@ class Cluster:
             artifact_root=self.store_env["KSTEP_ARTIFACT_ROOT"],
             s3_endpoint_url=self.store_env["KSTEP_S3_ENDPOINT_URL"],
         )
-        with _environment(self.store_env):
+        with environment(self.store_env):
             return Client(settings)
 
     def apply_yaml(self, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -205,8 +410,19 @@ class Cluster:
         return self.kubectl("apply", "-n", self.namespace, "-f", "-", input=to_yaml(manifest))
 
 
+def wait_for(condition: Any, what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """Poll `condition` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def environment(values: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

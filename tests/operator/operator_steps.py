@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from kstep import Retry, get_step_context, pipeline, step, unmapped
 
@@ -58,9 +58,40 @@ def total(values: list[int]) -> Annotated[int, "total"]:
 @step(runtime="isolated")
 def nap(seconds: float) -> float:
     mark("start")
+    print(f"napping {seconds} s", flush=True)
     time.sleep(seconds)
     mark("end")
     return seconds
+
+
+@step(runtime="isolated", retry=Retry(max_retries=1, delay=0.1))
+def nap_once(seconds: float) -> float:
+    """Sleeps `seconds` in its first attempt only, so that its retry ends at once."""
+    mark("start")
+    if get_step_context().attempt == 1:
+        time.sleep(seconds)
+    mark("end")
+    return seconds
+
+
+@step
+def environment() -> dict[str, Any]:
+    """The environment an inline step sees, and which Kubernetes credentials it finds."""
+    from kubernetes import config
+
+    mark("start")
+    found = []
+    for name, load in (
+        ("in-cluster", config.load_incluster_config),
+        ("kubeconfig", config.load_kube_config),
+    ):
+        try:
+            load()
+            found.append(name)
+        except config.ConfigException:
+            pass
+    mark("end")
+    return {"variables": dict(os.environ), "kubernetes": found}
 
 
 @step(retry=Retry(max_retries=2, delay=0.2))
@@ -108,6 +139,37 @@ def branches(salt: str = "") -> None:
 def sleepy(seconds: float = 30.0) -> None:
     first = nap(seconds)
     square(first)
+
+
+@pipeline(enable_cache=False)
+def nap_beside_a_branch(seconds: float = 30.0) -> None:
+    """A long isolated nap and its dependant, beside an independent short branch."""
+    square(nap(seconds))
+    square(seed(2))
+
+
+@pipeline(enable_cache=False, execution_mode="fail_fast")
+def two_naps(seconds: float = 30.0) -> None:
+    """Two long isolated naps side by side; a failure of one stops the other."""
+    square(nap(seconds))
+    square(nap(seconds))
+
+
+@pipeline(enable_cache=False)
+def nap_retried(seconds: float = 30.0) -> None:
+    square(nap_once(seconds))
+
+
+@pipeline(enable_cache=False)
+def inspect_environment() -> None:
+    environment()
+
+
+@pipeline(enable_cache=False)
+def mixed(n: int = 1) -> None:
+    """Inline and isolated steps, with a fan-out and a fan-in."""
+    value = seed(n)
+    total([cube(value), square(value)])
 
 
 @pipeline

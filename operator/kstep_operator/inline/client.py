@@ -21,7 +21,11 @@ OnLost = Callable[[list[str]], None]
 
 
 class ExecutorUnavailable(RuntimeError):
-    """The inline executor cannot be reached."""
+    """The inline executor cannot be reached (or cannot run a worker just now)."""
+
+
+class CodeNotLoadable(ValueError):
+    """The run's code archive is missing or damaged: nothing of it can ever import."""
 
 
 class ExecutorClient:
@@ -67,7 +71,12 @@ class ExecutorClient:
     def validate(
         self, references: list[str], env: dict[str, str], code: dict[str, Any], timeout: float
     ) -> dict[str, str]:
-        """Import each reference in a worker of that code version; return the failures."""
+        """Import each reference in a worker of that code version; return the failures.
+
+        Raises:
+            CodeNotLoadable: the code archive is missing or damaged.
+            ExecutorUnavailable: the executor, or the worker, cannot answer now.
+        """
         if not self.ready.wait(timeout=30):
             raise ExecutorUnavailable(f"the inline executor at {self.socket_path} is unreachable")
         request_id = os.urandom(8).hex()
@@ -88,6 +97,10 @@ class ExecutorClient:
             with self._lock:
                 self._validations.pop(request_id, None)
             raise ExecutorUnavailable("the inline executor did not answer a validation in time")
+        if answer.get("code_error"):
+            raise CodeNotLoadable(str(answer["code_error"]))
+        if answer.get("unavailable"):
+            raise ExecutorUnavailable(str(answer["unavailable"]))
         return dict(answer.get("problems") or {})
 
     def _send(self, message: dict[str, Any]) -> None:

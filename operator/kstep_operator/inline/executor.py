@@ -13,9 +13,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import IO, Any
@@ -24,8 +26,9 @@ from kstep_operator.inline.protocol import decode, send
 
 logger = logging.getLogger(__name__)
 
-# What a worker inherits from the executor's own environment: nothing secret.
-_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+# What a worker inherits from the executor's own environment: nothing secret. Not even HOME,
+# where a kubeconfig (~/.kube/config) or cloud credentials may live: each worker gets its own.
+_INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 
 
 class _Worker:
@@ -33,6 +36,7 @@ class _Worker:
         self.key = key
         self.process = process
         self.running: set[str] = set()
+        self.validating: set[str] = set()
 
 
 class Executor:
@@ -45,6 +49,7 @@ class Executor:
         self._workers: dict[str, _Worker] = {}
         self._client: IO[bytes] | None = None
         self._last_client = time.monotonic()
+        self._homes = tempfile.mkdtemp(prefix="kstep-inline-homes-")
 
     # -------------------------------------------------------------- serving
 
@@ -75,6 +80,7 @@ class Executor:
         finally:
             server.close()
             self._stop_workers()
+            shutil.rmtree(self._homes, ignore_errors=True)
 
     def _idle_for(self) -> float:
         with self._lock:
@@ -131,6 +137,8 @@ class Executor:
         with self._lock:
             if op == "run":
                 worker.running.add(message["request"]["step_run_id"])
+            else:
+                worker.validating.add(str(message.get("id")))
             try:
                 assert worker.process.stdin is not None
                 send(worker.process.stdin, forwarded)
@@ -145,6 +153,9 @@ class Executor:
                 return worker
             environment = {k: os.environ[k] for k in _INHERITED if k in os.environ}
             environment.update({k: str(v) for k, v in env.items()})
+            home = os.path.join(self._homes, key[:16])
+            os.makedirs(home, mode=0o700, exist_ok=True)
+            environment["HOME"] = home
             environment["KSTEP_CODE"] = json.dumps(code)
             environment["KSTEP_INLINE_WORKERS"] = str(self.threads_per_worker)
             environment["KSTEP_ECHO_STEP_LOGS"] = "false"
@@ -170,16 +181,30 @@ class Executor:
             if message.get("op") == "done":
                 with self._lock:
                     worker.running.discard(message.get("step_run_id", ""))
+            elif message.get("op") == "validated":
+                with self._lock:
+                    worker.validating.discard(str(message.get("id")))
             self._send(message)
         code = worker.process.wait()
         with self._lock:
             lost = sorted(worker.running)
             worker.running.clear()
+            unanswered = sorted(worker.validating)
+            worker.validating.clear()
             if self._workers.get(worker.key) is worker:
                 del self._workers[worker.key]
         logger.warning("Inline worker %s exited with %s.", worker.key[:12], code)
         if lost:
             self._send({"op": "lost", "step_run_ids": lost})
+        # Whoever waits for a validation learns now that it will not come, not at a timeout.
+        for request_id in unanswered:
+            self._send(
+                {
+                    "op": "validated",
+                    "id": request_id,
+                    "unavailable": f"the worker of this code version exited with code {code}",
+                }
+            )
 
     def _stop_workers(self) -> None:
         with self._lock:

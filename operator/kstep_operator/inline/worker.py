@@ -32,7 +32,7 @@ def main() -> int:
 
     settings = Settings()
     stores = Stores.open(settings)
-    _add_code_to_path(stores, settings)
+    code_error = _add_code_to_path(stores, settings)
     workers = int(os.environ.get("KSTEP_INLINE_WORKERS", "16"))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kstep-inline")
     lock = threading.Lock()
@@ -46,35 +46,53 @@ def main() -> int:
         if message is None:
             continue
         if message.get("op") == "run":
-            pool.submit(_run, message, stores, settings, answer)
+            pool.submit(_run, message, stores, settings, answer, code_error)
+        elif message.get("op") == "validate" and code_error is not None:
+            answer({"op": "validated", "id": message.get("id"), "code_error": code_error})
         elif message.get("op") == "validate":
             answer({"op": "validated", "id": message.get("id"), "problems": _validate(message)})
     pool.shutdown(wait=True)
     return 0
 
 
-def _add_code_to_path(stores: Any, settings: Any) -> None:
+def _add_code_to_path(stores: Any, settings: Any) -> str | None:
+    """Put the code archive first on the path; say why if it cannot be, for good.
+
+    An archive that is missing or damaged stays so: every step and validation of this code
+    version is answered with that error. Any other failure (the store unreachable) ends the
+    worker, and the operator tries again later.
+    """
     raw = os.environ.get("KSTEP_CODE")
     if not raw:
-        return
+        return None
     import json
 
+    from kstep._errors import ArtifactLoadError, CodeArchiveError
     from kstep.cluster.specs import CodeSpec
 
     code = CodeSpec.model_validate(json.loads(raw))
     if code.archive:
         from kstep.cluster.code import unpack_code
 
-        directory = unpack_code(code, stores.artifacts, os.path.join(settings.home, "code"))
+        try:
+            directory = unpack_code(code, stores.artifacts, os.path.join(settings.home, "code"))
+        except (ArtifactLoadError, CodeArchiveError) as error:
+            logger.error("The code archive %s cannot be loaded: %s", code.archive, error)
+            return str(error)
         sys.path.insert(0, directory)
+    return None
 
 
-def _run(message: dict[str, Any], stores: Any, settings: Any, answer: Any) -> None:
+def _run(
+    message: dict[str, Any], stores: Any, settings: Any, answer: Any, code_error: str | None
+) -> None:
     from kstep.runner._execute import execute_step
     from kstep.runner._isolated import request_from_json
 
     step_run_id = message["request"].get("step_run_id")
     try:
+        if code_error is not None:
+            raise RuntimeError(f"the run's code cannot be loaded: {code_error}")
         request = request_from_json(message["request"])
         outcome = execute_step(request, stores, settings)
         status = outcome.status

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Files up to this size move to and from S3 in one request; larger ones in parallel parts.
+SINGLE_REQUEST_BYTES = 8 * 1024 * 1024
+
 
 def check_relative(relative_path: str, uri: str) -> str:
     """Return `relative_path` normalized, refusing anything outside the artifact's location."""
@@ -430,7 +433,7 @@ class S3ArtifactStore(ArtifactStore):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temporary = f"{path}.part-{threading.get_ident()}"
         try:
-            self.client.download_file(bucket, f"{key}/{relative}", temporary)
+            self._download(bucket, f"{key}/{relative}", temporary)
         except Exception as error:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
@@ -439,6 +442,17 @@ class S3ArtifactStore(ArtifactStore):
             ) from None
         os.replace(temporary, path)
         return path
+
+    def _download(self, bucket: str, key: str, target: str) -> None:
+        # Most artifact files are small: one GET costs a fraction of the transfer manager's
+        # set-up (a thread pool per call). Large ones go through it, in parallel parts.
+        answer = self.client.get_object(Bucket=bucket, Key=key)
+        if answer.get("ContentLength", 0) > SINGLE_REQUEST_BYTES:
+            answer["Body"].close()
+            self.client.download_file(bucket, key, target)
+            return
+        with open(target, "wb") as file:
+            shutil.copyfileobj(answer["Body"], file)
 
 
 class _S3Staged(StagedVersion):
@@ -465,7 +479,12 @@ class _S3Staged(StagedVersion):
         bucket, key = parse_s3_uri(self.uri)
         for path in _walk_files(self.base):
             relative = os.path.relpath(path, self.base).replace(os.sep, "/")
-            self.store.client.upload_file(path, bucket, f"{key}/{relative}")
+            if os.path.getsize(path) > SINGLE_REQUEST_BYTES:
+                self.store.client.upload_file(path, bucket, f"{key}/{relative}")
+                continue
+            # One PUT for a small file: see `S3ArtifactStore._download`.
+            with open(path, "rb") as file:
+                self.store.client.put_object(Bucket=bucket, Key=f"{key}/{relative}", Body=file)
         shutil.rmtree(self.base, ignore_errors=True)
         return self.uri
 
