@@ -1,7 +1,7 @@
 """A pipeline process for the interrupt test: `python -m engine.interrupted_pipeline DIR`.
 
-Its only step marks DIR/started and sleeps a little, so the test can press Ctrl-C while it
-runs.
+Its only step marks DIR/started and then sleeps far longer than the test waits, so that
+Ctrl-C lands inside the step even on a loaded machine; the interrupt cuts the sleep short.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from kstep import pipeline, step
 @step(enable_cache=False)
 def linger(directory: str) -> int:
     (Path(directory) / "started").touch()
-    time.sleep(1)
+    time.sleep(30)
     return 1
 
 

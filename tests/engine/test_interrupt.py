@@ -20,6 +20,9 @@ def test_interrupt_cancels_the_run_and_raises_keyboard_interrupt(
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background hands its children
+        # SIGINT ignored, and Python would keep ignoring it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wait_for_file(tmp_path / "started")
 
