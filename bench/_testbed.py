@@ -28,9 +28,6 @@ ROOT = BENCH.parent
 # this folder on PYTHONPATH, where `bench/operator.py` would shadow the standard library's
 # `operator`.
 CODE = BENCH / "operator_code"
-# The checkout's own packages, ahead of whatever the virtualenv's editable install points at,
-# so that a benchmark run from a worktree measures that worktree in every process.
-CHECKOUT = (ROOT / "sdk", ROOT / "operator")
 for _path in (CODE, ROOT / "tests", ROOT / "tests" / "operator"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
@@ -130,7 +127,7 @@ def operator_on(
         {**store_settings(postgres_url, bucket), **(pod_settings or {})},
         run_dir / "side-channel.log",
         run_dir / "operator",
-        code_paths=(CODE, *CHECKOUT),
+        code_paths=(CODE,),
         settings=environment,
     ) as cluster:
         wait_serving(cluster)
