@@ -1,6 +1,6 @@
 """The test bed with the operator on it, and what the cluster benchmarks observe there.
 
-Shared by the benchmarks on the test bed, such as `bench/operator.py`: the test bed's processes
+Shared by `bench/operator.py` and `bench/cluster_dynamic.py`: the test bed's processes
 (kube-apiserver, etcd and kube-controller-manager from cached binaries, the kubelet stand-in
 that runs pods as local processes, a throwaway Postgres and an S3 server), the operator and
 its inline executor on a fresh namespace, a watch of the runs' ends, and readings of memory,
@@ -148,12 +148,14 @@ def wait_serving(cluster: Cluster) -> None:
 
 
 class RunWatch:
-    """Watches the namespace's PipelineRuns and notes when each one ended (local clock)."""
+    """Watches the namespace's PipelineRuns and notes when each one ended (local clock),
+    and how many versions of each it saw (its creation and every write to it)."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.ended: dict[str, float] = {}
         self.phases: dict[str, str] = {}
+        self.versions: dict[str, set[str]] = {}
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -178,6 +180,8 @@ class RunWatch:
                     body = event["object"]
                     phase = (body.get("status") or {}).get("phase")
                     name = body["metadata"]["name"]
+                    # A set: a watch that starts again lists the current version once more.
+                    self.versions.setdefault(name, set()).add(body["metadata"]["resourceVersion"])
                     if phase in ("completed", "failed", "cancelled") and name not in self.ended:
                         with self._changed:
                             self.ended[name] = now
