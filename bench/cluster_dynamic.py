@@ -182,12 +182,15 @@ def bench_isolated(
 ) -> dict[str, Any]:
     """`width` isolated steps submitted in a loop, then an inline sum, one run at a time."""
     samples: list[dict[str, Any]] = []
+    cpu: dict[str, float] = {}
     for index in range(rounds):
+        cpu_before = cpu_seconds()
         name, wall, began = create(
             cluster, workloads.isolated_fan, {"width": width, "start": 10_000 * index}
         )
         watch.wait([name], timeout=900)
         ended = watch.ended[name] - began
+        add_cpu(cpu, cpu_used(cpu_before, cpu_seconds()))
         run = cluster.run(name)
         step_runs = settled(cluster, name, width + 1)
         report = orchestrator_report(cluster, run)
@@ -210,6 +213,7 @@ def bench_isolated(
             "function_start_s": function_start,
             "submit_loop_s": report["marks"]["submitted"],
             "first_job_created_s": stamped[0],
+            "half_jobs_created_s": stamped[(width - 1) // 2],
             "all_jobs_created_s": stamped[-1],
             "all_jobs_seen_by_watch_s": created_seen[-1],
             "all_jobs_complete_seen_s": done_seen[-1] if len(done_seen) == width else None,
@@ -227,7 +231,17 @@ def bench_isolated(
         "summary": {
             key: quantiles([s[key] for s in samples if s[key] is not None]) for key in keys
         },
+        "cpu_seconds": sorted_cpu(cpu),
     }
+
+
+def add_cpu(total: dict[str, float], used: dict[str, float]) -> None:
+    for group, seconds in used.items():
+        total[group] = total.get(group, 0.0) + seconds
+
+
+def sorted_cpu(cpu: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in sorted(cpu.items(), key=lambda item: -item[1])}
 
 
 def bench_inline(
@@ -243,9 +257,7 @@ def bench_inline(
         name, wall, began = create(cluster, pipeline, {key: size, "start": 100_000 * index})
         watch.wait([name], timeout=1800)
         ended = watch.ended[name] - began
-        used = cpu_used(cpu_before, cpu_seconds())
-        for group, seconds in used.items():
-            cpu[group] = cpu.get(group, 0.0) + seconds
+        add_cpu(cpu, cpu_used(cpu_before, cpu_seconds()))
         run = cluster.run(name)
         step_runs = settled(cluster, name, size)
         report = orchestrator_report(cluster, run)
@@ -279,7 +291,7 @@ def bench_inline(
         "summary": {key: quantiles([s[key] for s in samples]) for key in keys},
         "step_cycle_s": quantiles(cycles),
         "step_span_s": quantiles(spans),
-        "cpu_seconds": {k: round(v, 2) for k, v in sorted(cpu.items(), key=lambda i: -i[1])},
+        "cpu_seconds": sorted_cpu(cpu),
     }
 
 
@@ -336,6 +348,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| the pipeline function starting in the orchestrator pod | "
             f"{secs(s['function_start_s'])} |",
             f"| the first step Job created | {secs(s['first_job_created_s'])} |",
+            f"| half of the Jobs created | {secs(s['half_jobs_created_s'])} |",
             f"| **all {iso['width']} Jobs created** | **{secs(s['all_jobs_created_s'])}** |",
             f"| same, seen by a watch of Jobs | {secs(s['all_jobs_seen_by_watch_s'])} |",
             f"| all {iso['width']} Jobs complete (seen) | {secs(s['all_jobs_complete_seen_s'])} |",
@@ -345,6 +358,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"function (one StepRun created per call); the operator's own span of the run "
             f"(status start to completion) was {secs(s['operator_start_to_completion_s'])}; "
             f"the PipelineRun went through {s['pipeline_run_versions']['p50']:.0f} versions.",
+            "",
+            *cpu_table(iso["cpu_seconds"], (iso["width"] + 1) * n),
             "",
         ]
     for key, title in (
@@ -386,21 +401,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| the {entry['size']:,} `.submit()` calls | {secs(s['submit_loop_s'])} |"
             )
-        total = sum(entry["cpu_seconds"].values())
-        lines += [
-            "",
-            f"CPU used by the test bed's processes during these runs ({total:.1f} s, "
-            f"{1000 * total / (entry['size'] * n):.0f} ms per step):",
-            "",
-            "| process | CPU s | per step |",
-            "|---|---|---|",
-        ]
-        for name, used in entry["cpu_seconds"].items():
-            if used >= 0.05:
-                lines.append(
-                    f"| {name} | {used:.1f} | {1000 * used / (entry['size'] * n):.1f} ms |"
-                )
-        lines.append("")
+        lines += ["", *cpu_table(entry["cpu_seconds"], entry["size"] * n), ""]
     memory = results.get("memory", {})
     if memory:
         lines += [
@@ -411,6 +412,21 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     lines += [METHOD]
     return "\n".join(lines) + "\n"
+
+
+def cpu_table(cpu: dict[str, float], steps: int) -> list[str]:
+    total = sum(cpu.values())
+    lines = [
+        f"CPU used by the test bed's processes during these runs ({total:.1f} s, "
+        f"{1000 * total / steps:.0f} ms per step):",
+        "",
+        "| process | CPU s | per step |",
+        "|---|---|---|",
+    ]
+    for name, used in cpu.items():
+        if used >= 0.05:
+            lines.append(f"| {name} | {used:.1f} | {1000 * used / steps:.1f} ms |")
+    return lines
 
 
 METHOD = """## Method
@@ -428,7 +444,8 @@ METHOD = """## Method
   runs each Job's pod (`kstep-runner`) as a local process.
   - *all Jobs created*: the latest `status.startTime` of the isolated StepRuns, which the
     operator stamps (microseconds) right after its create request for the StepRun's Job
-    returned, minus the time of the PipelineRun's create request.
+    returned, minus the time of the PipelineRun's create request. *Half of the Jobs*: the
+    median of those stamps.
   - *seen by a watch of Jobs*: the same from a watch of the namespace's Jobs in the
     benchmark process, the time the last Job's ADDED event arrived (the benchmark process
     also hosts the kubelet stand-in, so this lags when it is busy starting pods).
@@ -438,6 +455,9 @@ METHOD = """## Method
     orchestrator pod (after the pod started, imported the code, connected and listed the
     run's StepRuns).
   - *run completed (seen)*: a watch of PipelineRuns seeing `status.phase: completed`.
+  - Every pod starts as soon as its Job exists, as a Python process on this machine: the
+    step pods share its cores with the operator while it creates the remaining Jobs (on a
+    cluster they would run on other nodes). The CPU table shows their share.
 - **Inline invocations** (`inline_chain`, `inline_fan`): the function, in the orchestrator
   pod, calls the inline step `inc` `size` times, either chained synchronously (each call
   waits for the previous one's output and blocks until its step ended) or submitted all at
