@@ -345,7 +345,7 @@ def machine() -> dict[str, Any]:
         "load_average_at_start": os.getloadavg(),
     }
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model")]
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
         facts["cpu"] = names[0] if names else platform.processor()
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
