@@ -20,6 +20,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BIN = Path(sys.executable).parent
+# The checkout's own packages: the operator, its executor and the pods import kstep from
+# here rather than from wherever the virtualenv's editable install points (another worktree).
+CHECKOUT = (ROOT / "sdk", ROOT / "operator")
 GROUP = "kstep.dev"
 VERSION = "v1alpha1"
 
@@ -52,6 +55,11 @@ def store_settings(postgres_url: str, bucket: Any) -> dict[str, str]:
     }
 
 
+def python_path(*code_paths: Path) -> str:
+    """PYTHONPATH of the operator and the pods: this folder, `code_paths`, the checkout."""
+    return os.pathsep.join(str(p) for p in (HERE, *code_paths, *CHECKOUT))
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -79,8 +87,10 @@ def operator_cluster(
 
     api = control_plane.api_client("admin")
     core = client.CoreV1Api(api)
-    python_path = os.pathsep.join(str(p) for p in (HERE, *code_paths))
-    code_env = {"PYTHONPATH": python_path, "KSTEP_TEST_SIDE_CHANNEL": str(side_channel)}
+    code_env = {
+        "PYTHONPATH": python_path(*code_paths),
+        "KSTEP_TEST_SIDE_CHANNEL": str(side_channel),
+    }
     secret_data = {**store_env, **code_env}
     core.create_namespaced_secret(
         namespace,

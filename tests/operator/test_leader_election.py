@@ -19,7 +19,14 @@ from typing import Any
 
 import operator_steps as steps
 import pytest
-from operator_harness import BIN, HERE, Cluster, OperatorProcesses, free_port, side_channel_counts
+from operator_harness import (
+    BIN,
+    Cluster,
+    OperatorProcesses,
+    free_port,
+    python_path,
+    side_channel_counts,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow]
 
@@ -65,7 +72,7 @@ def replicas(
 ) -> Iterator[tuple[Cluster, list[Replica]]]:
     """Two operators with leader election on one Lease; the first started leads."""
     api = control_plane.api_client("admin")
-    code_env = {"PYTHONPATH": str(HERE), "KSTEP_TEST_SIDE_CHANNEL": str(side_channel)}
+    code_env = {"PYTHONPATH": python_path(), "KSTEP_TEST_SIDE_CHANNEL": str(side_channel)}
     data = {k: base64.b64encode(v.encode()).decode() for k, v in {**store_env, **code_env}.items()}
     for manifest in (
         {"kind": "Secret", "metadata": {"name": "kstep-stores"}, "data": data},

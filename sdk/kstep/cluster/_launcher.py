@@ -356,8 +356,10 @@ class ClusterLauncher(AttemptLauncher):
     def _start_inline(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
         step_run = self._object_for(prepared, "orchestrator")
         started = (step_run.get("status") or {}).get("startTime") or _now()
+        order = _StatusOrder()
 
         def done(outcome: StepOutcome) -> None:
+            order.ended()
             try:
                 self._record_inline(prepared, step_run, outcome, started)
             except Exception:
@@ -367,16 +369,25 @@ class ClusterLauncher(AttemptLauncher):
             on_done(outcome)
 
         handle = super().start(prepared, done)
-        self._set_status(
-            step_run,
-            {
-                "phase": "running",
-                "attempts": prepared.attempt_base + prepared.attempts,
-                "stepRunId": prepared.step_run_ids[-1],
-                "startTime": started,
-                "retryAt": None,
-            },
-        )
+        if order.may_write_running():
+            try:
+                self._set_status(
+                    step_run,
+                    {
+                        "phase": "running",
+                        "attempts": prepared.attempt_base + prepared.attempts,
+                        "stepRunId": prepared.step_run_ids[-1],
+                        "startTime": started,
+                        "retryAt": None,
+                    },
+                )
+            except Exception:
+                # The attempt runs already and its outcome will still be written.
+                logger.exception(
+                    "Recording that StepRun %s runs failed.", step_run["metadata"]["name"]
+                )
+            finally:
+                order.running_written()
         return handle
 
     def _record_inline(
@@ -428,6 +439,40 @@ class ClusterLauncher(AttemptLauncher):
         return StepOutcome(
             "failed", error=ExecutionError(f"step {step_run['spec']['invocationId']!r}: {message}")
         )
+
+
+class _StatusOrder:
+    """Keeps an inline attempt's running status from landing after its outcome.
+
+    The calling thread writes the running status once the attempt is handed to the inline
+    pool, and the pool thread writes the outcome: a quick step can end before the running
+    status is sent, and a later running status would hide the outcome for good. The outcome
+    waits for a running status being written; one not begun by then is left out (the
+    outcome carries the attempt and start time too).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ended = False
+        self._written = threading.Event()
+        self._written.set()
+
+    def may_write_running(self) -> bool:
+        """Whether to write the running status; if so, call `running_written` after."""
+        with self._lock:
+            if self._ended:
+                return False
+            self._written.clear()
+            return True
+
+    def running_written(self) -> None:
+        self._written.set()
+
+    def ended(self) -> None:
+        """The attempt ended: wait for its running status, if one is being written."""
+        with self._lock:
+            self._ended = True
+        self._written.wait()
 
 
 def _inputs_json(prepared: PreparedInvocation) -> dict[str, Any]:

@@ -7,14 +7,21 @@ run's code, replays what earlier orchestrator pods of the run completed, runs th
 records the run's outcome in the metadata store and exits: 0 when the run completed,
 `ORCHESTRATOR_RUN_FAILED` when it failed, `ORCHESTRATOR_CANNOT_START` when the run's
 entrypoint cannot be imported. Its own output is stored as the run's log.
+
+With `KSTEP_ORCHESTRATOR_PROFILE_PATH` set, every thread of the run is profiled (cProfile)
+and the merged statistics are written to that path (`{run}` in it becomes the run's name)
+when the run ends; for finding where an orchestrator's time goes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,7 +45,47 @@ def main(argv: list[str] | None = None) -> int:
         logger.exception("The run %s/%s cannot start.", namespace, name)
         _terminate(f"the run cannot start: {error}")
         return ORCHESTRATOR_CANNOT_START
-    return _orchestrate(*setup, failed_code=ORCHESTRATOR_RUN_FAILED)
+    with _profiling(os.environ.get("KSTEP_ORCHESTRATOR_PROFILE_PATH"), name):
+        return _orchestrate(*setup, failed_code=ORCHESTRATOR_RUN_FAILED)
+
+
+@contextlib.contextmanager
+def _profiling(path: str | None, run_name: str) -> Iterator[None]:
+    """Profile this thread and every thread started meanwhile; write the merged statistics."""
+    if not path:
+        yield
+        return
+    import cProfile
+    import pstats
+
+    profilers: list[cProfile.Profile] = []
+    lock = threading.Lock()
+
+    def first_event(*_: Any) -> None:
+        # A profiler only sees the thread that enabled it: each new thread (the inline pool's,
+        # the StepRun watch's) enables its own on its first event, which replaces this hook.
+        profiler = cProfile.Profile()
+        with lock:
+            profilers.append(profiler)
+        profiler.enable()
+
+    main_profiler = cProfile.Profile()
+    profilers.append(main_profiler)
+    threading.setprofile(first_event)
+    main_profiler.enable()
+    try:
+        yield
+    finally:
+        main_profiler.disable()
+        threading.setprofile(None)
+        try:
+            with lock:
+                statistics = pstats.Stats(*profilers)
+            target = path.replace("{run}", run_name)
+            statistics.dump_stats(target)
+            logger.info("The orchestrator's profile is in %s.", target)
+        except Exception:
+            logger.exception("The orchestrator's profile could not be written.")
 
 
 def _set_up(name: str, namespace: str) -> tuple[Any, ...]:
