@@ -342,15 +342,31 @@ def _reconcile_dynamic(op: Operator, run: dict[str, Any]) -> None:
     counts = _dynamic_counts(op, namespace, name)
     outcome = job_outcome(job)
     if outcome is None:
-        if counts != (run.get("status") or {}).get("stepCounts"):
-            old = (run.get("status") or {}).get("stepCounts")
-            op.cache.put_run(
-                op.kube.patch_status(
-                    PIPELINE_RUNS, namespace, name, {"stepCounts": counts_patch(old, counts)}
-                )
-            )
+        _write_counts(op, run, counts)
         return
     _end_dynamic(op, run, outcome, counts, step_runs)
+
+
+def _write_counts(op: Operator, run: dict[str, Any], counts: dict[str, int]) -> None:
+    """Write a running run's step counts, at most once per interval.
+
+    Counts change with every step: pacing keeps a run's many transitions (thousands in a
+    dynamic run with inline steps) from each costing a write of the run. A change held back
+    requeues the run for when the interval is over, so the last counts are always written.
+    """
+    namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
+    written = (run.get("status") or {}).get("stepCounts")
+    if counts == written:
+        return
+    wait = op.counts_wait(namespace, name)
+    if wait > 0:
+        op.queue.add_after((RUN, namespace, name), wait)
+        return
+    patched = op.kube.patch_status(
+        PIPELINE_RUNS, namespace, name, {"stepCounts": counts_patch(written, counts)}
+    )
+    op.cache.put_run(patched)
+    op.counts_were_written(namespace, name)
 
 
 def _end_dynamic(
@@ -578,20 +594,7 @@ def _record(op: Operator, run: dict[str, Any], phases: dict[str, str]) -> None:
     )
     namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
     if not plan.finished:
-        # Counts change with every step: they are written at most once per interval, which
-        # keeps a run's many transitions from each costing a write of the run.
-        wait = op.counts_wait(namespace, name)
-        if counts != status.get("stepCounts") and wait > 0:
-            op.queue.add_after((RUN, namespace, name), wait)
-        elif counts != status.get("stepCounts"):
-            patched = op.kube.patch_status(
-                PIPELINE_RUNS,
-                namespace,
-                name,
-                {"stepCounts": counts_patch(status.get("stepCounts"), counts)},
-            )
-            op.cache.put_run(patched)
-            op.counts_were_written(namespace, name)
+        _write_counts(op, run, counts)
         timeout = spec.get("timeoutSeconds")
         started = parse_time(status.get("startTime"))
         if timeout and started is not None:
