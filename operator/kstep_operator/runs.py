@@ -394,9 +394,21 @@ def _end_dynamic(
         message = f"the orchestrator failed: {why}"
     if phase == "failed" and not message:
         message = "the pipeline function failed"
-    # Steps the orchestrator ran ended with it; only the operator's own can still run.
+    # Steps the orchestrator ran ended with it: their rows say how, should a status be
+    # missing. Only the operator's own steps can still run.
     metadata = run["metadata"]
     current = op.cache.steps_of(metadata["namespace"], metadata["name"])
+    unsettled = [
+        sr
+        for sr in current
+        if not steps.operator_runs(sr) and (sr.get("status") or {}).get("phase") not in dag.TERMINAL
+    ]
+    if unsettled:
+        # In creation order, so the last row of an invocation is its latest attempt.
+        latest = {row.invocation_id: row for row in op.stores.metadata.step_runs_of(run_id)}
+        for step_run in unsettled:
+            row = latest.get(step_run["spec"]["invocationId"])
+            steps.settle_orchestrator_step(op, step_run, phase, row)
     _cancel_active(op, [sr for sr in current if steps.operator_runs(sr)], f"the run ended {phase}")
     counts = _dynamic_counts(op, metadata["namespace"], metadata["name"])
 

@@ -576,6 +576,58 @@ def _cancel(op: Operator, step_run: dict[str, Any], why: str) -> None:
 # ------------------------------------------------------------------ helpers
 
 
+def settle_orchestrator_step(
+    op: Operator, step_run: dict[str, Any], run_phase: str, row: StepRunRecord | None
+) -> None:
+    """Give a dynamic run's inline StepRun its final status once the orchestrator is gone.
+
+    The orchestrator writes these statuses itself, after the fact; one that died (or was
+    deleted) may have left a step's status unwritten. `row`, the step's latest attempt in
+    the metadata store, says how it ended; a step with no ended row stopped with its
+    orchestrator.
+    """
+    now = now_iso()
+    if row is not None and row.status in ("completed", "cached"):
+        outputs = op.stores.metadata.outputs_of(row.id)
+        _patch(
+            op,
+            step_run,
+            {
+                "phase": row.status,
+                "cached": row.status == "cached",
+                "outputs": {name: record.id for name, record in outputs.items()},
+                "completionTime": now,
+                "reason": "Completed" if row.status == "completed" else "CacheHit",
+                "retryAt": None,
+            },
+        )
+    elif row is not None and row.status in ("failed", "skipped", "cancelled"):
+        message = f"{row.error_type or 'error'}: {row.error_message or ''}".strip()
+        _patch(
+            op,
+            step_run,
+            {
+                "phase": row.status,
+                "completionTime": now,
+                "reason": "StepFailed" if row.status == "failed" else row.status.capitalize(),
+                "message": message[:4096],
+                "retryAt": None,
+            },
+        )
+    else:
+        _patch(
+            op,
+            step_run,
+            {
+                "phase": "failed",
+                "completionTime": now,
+                "reason": "OrchestratorLost",
+                "message": f"the run ended {run_phase} while the step ran in its orchestrator",
+                "retryAt": None,
+            },
+        )
+
+
 def _patch(op: Operator, step_run: dict[str, Any], status: dict[str, Any]) -> None:
     metadata = step_run["metadata"]
     if "phase" in status:

@@ -1,7 +1,7 @@
 """The StepRun statuses a dynamic run's orchestrator writes for its inline steps.
 
-The orchestrator's launcher runs here on the local engine against a stand-in for the API
-server that records every status write, in order.
+The orchestrator's launcher runs here on the local engine against stand-ins for the API
+server that record every status write, in order, or hold status writes back.
 """
 
 from __future__ import annotations
@@ -29,11 +29,33 @@ def three_quick_steps() -> None:
     quick(quick(quick(1)))
 
 
-class RecordingApi:
-    """Creates StepRuns and records status writes; a running status is held back until the
-    attempt's outcome was sent (or for half a second), as a slow API server might do."""
+def launch(api: Any, engine: LocalEngine, name: str) -> tuple[Any, ClusterLauncher]:
+    """A run record of `three_quick_steps` and the launcher its orchestrator would use."""
+    record = engine.start_run(three_quick_steps, {}, mode="dynamic")
+    run_object = {
+        "apiVersion": "kstep.dev/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+        "spec": {"pipelineName": three_quick_steps.name},
+    }
+    launcher = ClusterLauncher(
+        engine,
+        RunInfo(record.id, record.name, three_quick_steps.name),
+        three_quick_steps,
+        None,
+        run_object=run_object,
+        tracker=StepRunTracker(api, "default", name),
+    )
+    return record, launcher
 
-    def __init__(self) -> None:
+
+class RecordingApi:
+    """Creates StepRuns and records status writes; with `hold_running`, a running status is
+    held back until the attempt's outcome was sent (or for half a second), as a slow API
+    server might do."""
+
+    def __init__(self, hold_running: bool = True) -> None:
+        self.hold_running = hold_running
         self.objects: dict[str, dict[str, Any]] = {}
         self.writes: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -62,7 +84,7 @@ class RecordingApi:
         patch: dict[str, Any],
     ) -> dict[str, Any]:
         phase = patch["status"].get("phase")
-        if phase == "running":
+        if phase == "running" and self.hold_running:
             self._outcome_sent[name].wait(timeout=0.5)
         else:
             self._outcome_sent[name].set()
@@ -82,24 +104,9 @@ def test_an_inline_steps_running_status_never_lands_after_its_outcome(tmp_path: 
     api = RecordingApi()
     engine = LocalEngine(Settings(home=str(tmp_path / "home")))
     try:
-        record = engine.start_run(three_quick_steps, {}, mode="dynamic")
-        run_object = {
-            "apiVersion": "kstep.dev/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": "three", "namespace": "default", "uid": "run-uid"},
-            "spec": {"pipelineName": three_quick_steps.name},
-        }
-        tracker = StepRunTracker(api, "default", "three")
-        launcher = ClusterLauncher(
-            engine,
-            RunInfo(record.id, record.name, three_quick_steps.name),
-            three_quick_steps,
-            None,
-            run_object=run_object,
-            tracker=tracker,
-        )
-
+        record, launcher = launch(api, engine, "three")
         run_dynamic(engine, three_quick_steps, {}, record, None, launcher)
+        launcher.close()
     finally:
         engine.close()
 
@@ -108,3 +115,47 @@ def test_an_inline_steps_running_status_never_lands_after_its_outcome(tmp_path: 
     for name in api.objects:
         phases = [phase for written, phase in api.writes if written == name]
         assert phases in (["running", "completed"], ["completed"]), (name, phases)
+
+
+class StalledStatusApi(RecordingApi):
+    """Takes StepRun creations at once but holds every status write until released."""
+
+    def __init__(self) -> None:
+        super().__init__(hold_running=False)
+        self.released = threading.Event()
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.released.wait(timeout=60)
+        return super().patch_namespaced_custom_object_status(*args, **kwargs)
+
+
+def test_the_pipeline_goes_on_while_status_writes_wait_and_closing_writes_them_all(
+    tmp_path: Path,
+) -> None:
+    api = StalledStatusApi()
+    engine = LocalEngine(Settings(home=str(tmp_path / "home")))
+    try:
+        record, launcher = launch(api, engine, "stalled")
+        finished = threading.Event()
+
+        def run() -> None:
+            run_dynamic(engine, three_quick_steps, {}, record, None, launcher)
+            finished.set()
+
+        pipeline_thread = threading.Thread(target=run)
+        pipeline_thread.start()
+
+        # All three steps run to the end although no status could be written yet.
+        assert finished.wait(timeout=30)
+        assert len(api.objects) == 3
+        assert api.writes == []
+
+        api.released.set()
+        launcher.close()
+        pipeline_thread.join()
+    finally:
+        api.released.set()
+        engine.close()
+
+    assert {body["status"]["phase"] for body in api.objects.values()} == {"completed"}
+    assert all(phase == "completed" for _, phase in api.writes[-3:])

@@ -269,6 +269,19 @@ def dynamic_long_nap(seconds: float = 60.0, salt: str = "") -> None:
     nap.submit(seconds).result()
 
 
+@step
+def fatal(salt: str = "") -> int:
+    """Ends the whole process it runs in, as an out-of-memory kill would."""
+    os._exit(9)
+
+
+@pipeline(dynamic=True)
+def dynamic_dying_in_a_step(salt: str = "") -> None:
+    """Its orchestrator dies inside an inline step, every time it runs it."""
+    seed(1, salt)
+    fatal(salt)
+
+
 @pipeline(dynamic=True)
 def dynamic_crashing(salt: str = "") -> None:
     """Its orchestrator process dies every time, as on a node that keeps failing."""

@@ -153,6 +153,23 @@ def test_an_orchestrator_that_keeps_crashing_fails_the_run_after_its_restart_lim
     assert kstep_cluster.step_phases(name) == {"seed": "completed"}
 
 
+def test_an_inline_step_its_orchestrator_died_in_ends_failed_with_the_run(
+    kstep_cluster: Cluster,
+) -> None:
+    name = kstep_cluster.submit(steps.dynamic_dying_in_a_step, {"salt": "dying"})
+
+    run = kstep_cluster.wait(name, timeout=180)
+
+    assert run["status"]["phase"] == "failed"
+    step_runs = kstep_cluster.step_runs(name)
+    assert {i: s["status"]["phase"] for i, s in step_runs.items()} == {
+        "seed": "completed",
+        "fatal": "failed",
+    }
+    assert step_runs["fatal"]["status"]["reason"] == "OrchestratorLost"
+    assert step_runs["seed"]["status"]["outputs"]
+
+
 def _wait_for(condition: Any, what: str, timeout: float = 90.0) -> None:
     import time
 

@@ -9,6 +9,11 @@ After a restart the orchestrator replays the pipeline function: what completed i
 from the metadata store (`ReplayIndex`), and a call whose StepRun already exists is
 re-attached to it (an isolated one still running is waited for; an inline one whose
 orchestrator died runs again as a new attempt).
+
+The status of a StepRun the orchestrator owns is written by one writer thread, in order, so
+that a step's outcome never waits for the API server: the next call of the pipeline function
+starts at once. A status not yet written when the orchestrator dies is not lost work: the
+replay finds the step completed in the metadata store and writes its StepRun's status then.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +145,11 @@ class ClusterLauncher(AttemptLauncher):
         self.namespace = run_object["metadata"]["namespace"]
         self._definitions: dict[int, dict[str, Any]] = {}
         self._ours: set[str] = set()
+        self._statuses = _StatusWriter(tracker)
+
+    def close(self) -> None:
+        """Write every status still queued; call before the orchestrator exits."""
+        self._statuses.close()
 
     # -------------------------------------------------------------- objects
 
@@ -208,17 +219,7 @@ class ClusterLauncher(AttemptLauncher):
         )
 
     def _set_status(self, step_run: dict[str, Any], status: dict[str, Any]) -> None:
-        if "phase" in status:
-            status["conditions"] = [succeeded_condition(status)]
-        patched = self.tracker.api.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            self.namespace,
-            "stepruns",
-            step_run["metadata"]["name"],
-            {"status": status},
-        )
-        self.tracker.put(patched)
+        self._statuses.put(step_run["metadata"]["name"], status)
 
     def _record_ended(
         self,
@@ -356,38 +357,25 @@ class ClusterLauncher(AttemptLauncher):
     def _start_inline(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
         step_run = self._object_for(prepared, "orchestrator")
         started = (step_run.get("status") or {}).get("startTime") or _now()
-        order = _StatusOrder()
 
         def done(outcome: StepOutcome) -> None:
-            order.ended()
-            try:
-                self._record_inline(prepared, step_run, outcome, started)
-            except Exception:
-                logger.exception(
-                    "Recording the status of StepRun %s failed.", step_run["metadata"]["name"]
-                )
+            self._record_inline(prepared, step_run, outcome, started)
             on_done(outcome)
 
         handle = super().start(prepared, done)
-        if order.may_write_running():
-            try:
-                self._set_status(
-                    step_run,
-                    {
-                        "phase": "running",
-                        "attempts": prepared.attempt_base + prepared.attempts,
-                        "stepRunId": prepared.step_run_ids[-1],
-                        "startTime": started,
-                        "retryAt": None,
-                    },
-                )
-            except Exception:
-                # The attempt runs already and its outcome will still be written.
-                logger.exception(
-                    "Recording that StepRun %s runs failed.", step_run["metadata"]["name"]
-                )
-            finally:
-                order.running_written()
+        # Queued after the attempt began (its step run id exists then); a quick step's
+        # outcome may be queued first, and the writer then keeps the outcome.
+        self._statuses.put(
+            step_run["metadata"]["name"],
+            {
+                "phase": "running",
+                "attempts": prepared.attempt_base + prepared.attempts,
+                "stepRunId": prepared.step_run_ids[-1],
+                "startTime": started,
+                "retryAt": None,
+            },
+            unless_ended=True,
+        )
         return handle
 
     def _record_inline(
@@ -441,38 +429,79 @@ class ClusterLauncher(AttemptLauncher):
         )
 
 
-class _StatusOrder:
-    """Keeps an inline attempt's running status from landing after its outcome.
+class _StatusWriter:
+    """Writes the status of the orchestrator's StepRuns on one thread, in order.
 
-    The calling thread writes the running status once the attempt is handed to the inline
-    pool, and the pool thread writes the outcome: a quick step can end before the running
-    status is sent, and a later running status would hide the outcome for good. The outcome
-    waits for a running status being written; one not begun by then is left out (the
-    outcome carries the attempt and start time too).
+    Statuses queued for a StepRun whose earlier one is not sent yet are merged into it (a
+    merge patch of both at once equals the two in turn), so a quick step costs one write,
+    and an outcome is never overtaken by the running status of the same attempt.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ended = False
-        self._written = threading.Event()
-        self._written.set()
+    def __init__(self, tracker: StepRunTracker) -> None:
+        self._tracker = tracker
+        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._ended: set[str] = set()
+        self._busy = False
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
 
-    def may_write_running(self) -> bool:
-        """Whether to write the running status; if so, call `running_written` after."""
-        with self._lock:
-            if self._ended:
-                return False
-            self._written.clear()
-            return True
+    def put(self, name: str, status: dict[str, Any], *, unless_ended: bool = False) -> None:
+        """Queue `status` for StepRun `name`.
 
-    def running_written(self) -> None:
-        self._written.set()
+        With `unless_ended`, the status is dropped if an ending status of the StepRun was
+        queued or written by this writer already.
+        """
+        with self._changed:
+            if unless_ended and name in self._ended:
+                return
+            if status.get("phase") in ENDED:
+                self._ended.add(name)
+            elif status.get("phase"):
+                self._ended.discard(name)
+            self._pending[name] = {**self._pending.get(name, {}), **status}
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_all, name="kstep-status-writer", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
 
-    def ended(self) -> None:
-        """The attempt ended: wait for its running status, if one is being written."""
-        with self._lock:
-            self._ended = True
-        self._written.wait()
+    def close(self) -> None:
+        """Wait until everything queued is written, then stop the thread."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            while self._pending or self._busy:
+                self._changed.wait()
+
+    def _write_all(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._closed:
+                    self._changed.wait()
+                if not self._pending:
+                    return
+                name, status = self._pending.popitem(last=False)
+                self._busy = True
+            try:
+                self._write(name, status)
+            except Exception:
+                # The step's work is recorded in the metadata store; a status lost here is
+                # written again when a replay finds the StepRun behind its step run.
+                logger.exception("Writing the status of StepRun %s failed.", name)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+    def _write(self, name: str, status: dict[str, Any]) -> None:
+        if "phase" in status:
+            status["conditions"] = [succeeded_condition(status)]
+        patched = self._tracker.api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self._tracker.namespace, "stepruns", name, {"status": status}
+        )
+        self._tracker.put(patched)
 
 
 def _inputs_json(prepared: PreparedInvocation) -> dict[str, Any]:

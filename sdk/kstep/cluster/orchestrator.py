@@ -153,14 +153,18 @@ def _orchestrate(
     writer = engine.stores.artifacts.open_log(logs_uri)
     try:
         with capture(writer, echo=True):
-            run = run_dynamic(
-                engine,
-                pipeline,
-                dict(run_object["spec"].get("parameters") or {}),
-                record,
-                replay,
-                launcher,
-            )
+            try:
+                run = run_dynamic(
+                    engine,
+                    pipeline,
+                    dict(run_object["spec"].get("parameters") or {}),
+                    record,
+                    replay,
+                    launcher,
+                )
+            finally:
+                # Every StepRun shows its final status before the Job ends the run.
+                launcher.close()
         _terminate(json.dumps({"status": str(run.status), "runId": run_id}))
         return 0
     except RunFailed as failure:
