@@ -95,3 +95,10 @@ def package_versions(python: str, names: list[str]) -> dict[str, str | None]:
     if done.returncode != 0:
         return dict.fromkeys(names)
     return dict(json.loads(done.stdout))
+
+
+def module_origin(python: str, module: str) -> str | None:
+    """The directory `python`, in this process's environment, imports package `module` from."""
+    script = f"import os, {module}; print(os.path.dirname({module}.__file__))"
+    done = subprocess.run([python, "-c", script], capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None

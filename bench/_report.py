@@ -10,7 +10,7 @@ import statistics
 import subprocess
 from typing import Any
 
-from _tools import BENCH_DIR, Tool
+from _tools import BENCH_DIR, Tool, make_tools
 from _workloads import Workload
 
 
@@ -107,11 +107,12 @@ def render_markdown(
     summaries: dict[str, dict[str, Any]],
     context: dict[str, Any],
     notes: str,
+    title: str = "foundation workloads",
 ) -> str:
     """The results page: headline table, every metric per tool, set-up, failures."""
     peers = [name for name in tools if name != "kstep"]
     lines = [
-        "# kstep benchmark: foundation workloads",
+        f"# kstep benchmark: {title}",
         "",
         f"Measured {context['machine']['date_utc']} UTC by `bench/run.py` "
         f"({context['mode']} mode: {context['rounds']} rounds, tools interleaved in each "
@@ -159,7 +160,12 @@ def render_markdown(
         ]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Workloads", ""]
-    lines += [f"- **{w.name}**: {w.title}." for w in workloads]
+    labels = {name: tool.label for name, tool in make_tools().items()}
+    for w in workloads:
+        only = [labels[t] for t in w.tools or ()]
+        lines.append(
+            f"- **{w.name}**: {w.title}." + (f" Run by {' and '.join(only)} only." if only else "")
+        )
     lines += ["", "## Every metric", ""]
     for workload in workloads:
         per_tool = summaries[workload.name]

@@ -32,18 +32,19 @@ class Tool:
     script: str
     python: str | None = None
     unavailable: str | None = None
-    # ZenML only runs pipelines whose source lies under its source root (the scratch dir).
-    copy_script: bool = False
 
     def environment(self, scratch: str) -> dict[str, str]:
         """The worker's environment: the caller's, minus any tool settings, plus scratch."""
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("KSTEP_", "ZENML_", "PREFECT_"))
+            if not key.startswith(("KSTEP_", "ZENML_", "PREFECT_")) and key != "PYTHONPATH"
         }
-        env["PYTHONPATH"] = BENCH_DIR
         if self.name == "kstep":
+            # The caller's PYTHONPATH, if any, so a source tree named there (a worktree's
+            # sdk/, say) is the kstep measured; the peers get none of it.
+            if os.environ.get("PYTHONPATH"):
+                env["PYTHONPATH"] = os.environ["PYTHONPATH"]
             env["KSTEP_HOME"] = os.path.join(scratch, "kstep-home")
         elif self.name == "zenml":
             env["ZENML_CONFIG_PATH"] = os.path.join(scratch, "zenml-config")
@@ -63,7 +64,7 @@ def make_tools() -> dict[str, Tool]:
     """kstep (this interpreter) and the peers (interpreters filled in once installed)."""
     return {
         "kstep": Tool("kstep", "kstep", "kstep", "kstep_workloads.py", python=sys.executable),
-        "zenml": Tool("zenml", "ZenML", "zenml", "peers/zenml_workloads.py", copy_script=True),
+        "zenml": Tool("zenml", "ZenML", "zenml", "peers/zenml_workloads.py"),
         "prefect": Tool("prefect", "Prefect", "prefect", "peers/prefect_workloads.py"),
     }
 
@@ -80,9 +81,12 @@ def run_sample(tool: Tool, args: list[str], log_dir: str, whole_process: bool) -
         env = tool.environment(scratch)
         if whole_process:
             return _time_import(tool, env, scratch, log_path)
-        script = os.path.join(BENCH_DIR, tool.script)
-        if tool.copy_script:
-            script = shutil.copy(script, scratch)
+        # The worker and `_worker.py` run from copies in the scratch directory: bench/ holds
+        # `operator.py`, which would shadow the standard library's `operator` for any process
+        # started with bench/ on its path, and ZenML only runs pipelines whose source lies
+        # under its source root, which is the scratch directory.
+        shutil.copy(os.path.join(BENCH_DIR, "_worker.py"), scratch)
+        script = shutil.copy(os.path.join(BENCH_DIR, tool.script), scratch)
         return _run_worker([tool.python, script, *args], env, scratch, log_path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

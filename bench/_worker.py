@@ -17,6 +17,10 @@ from typing import Any
 
 CHAIN_LENGTH = 20
 FAN_OUT = 50
+# W5 to W7, dynamic pipelines: submitted steps, mapped items, invocations of the scale run.
+SUBMITS = 50
+MAP_ITEMS = 1000
+SCALE_ITEMS = 10_000
 MIB = 1024 * 1024
 
 now = time.perf_counter
@@ -45,6 +49,23 @@ def time_calls(call: Callable[[int], Any], calls: int) -> list[float]:
         call(index)
         seconds.append(now() - start)
     return seconds
+
+
+def resident_bytes(field: str = "VmHWM") -> int:
+    """This process's peak (VmHWM) or current (VmRSS) resident memory, in bytes.
+
+    Falls back to `ru_maxrss` (KiB on Linux), a peak, where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as file:
+            for line in file:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def unique_start() -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from _worker import CHAIN_LENGTH, FAN_OUT
+from _worker import CHAIN_LENGTH, FAN_OUT, MAP_ITEMS, SCALE_ITEMS, SUBMITS
 
 Metrics = dict[str, float]
 
@@ -61,6 +61,27 @@ class Workload:
     ratio_metric: str = ""
     worker_args: Callable[[Mode], list[str]] = field(default=lambda mode: [])
     whole_process: bool = False
+    # The results file a full run of every workload of a suite writes (`results/<suite>`).
+    suite: str = "foundation"
+    # The tools that run it; None for all. A workload only kstep runs leaves the peers' cells
+    # empty.
+    tools: tuple[str, ...] | None = None
+    # For a workload a peer needs minutes per run: the peers run it only in the first
+    # `peer_rounds` rounds, with `peer_calls` pipeline calls per process.
+    peer_rounds: int | None = None
+    peer_calls: int | None = None
+
+    def runs(self, tool: str, round_index: int) -> bool:
+        """Whether `tool` runs this workload in round `round_index` (0-based)."""
+        if self.tools is not None and tool not in self.tools:
+            return False
+        return tool == "kstep" or self.peer_rounds is None or round_index < self.peer_rounds
+
+    def args_for(self, tool: str, mode: Mode) -> list[str]:
+        """The worker's arguments for `tool`."""
+        if tool != "kstep" and self.peer_calls is not None:
+            mode = replace(mode, calls=self.peer_calls)
+        return self.worker_args(mode)
 
     @property
     def compared(self) -> str:
@@ -81,15 +102,19 @@ def _chain_metrics(result: dict[str, Any]) -> Metrics:
     }
 
 
-def _fan_out_metrics(result: dict[str, Any]) -> Metrics:
-    calls = result["calls_s"]
-    steps = FAN_OUT + 1
-    return {
-        "warm_run_s": _warm(calls),
-        "warm_ms_per_step": _warm(calls) / steps * 1000,
-        "first_call_s": calls[0],
-        "first_call_ms_per_step": calls[0] / steps * 1000,
-    }
+def _run_metrics(steps: int) -> Callable[[dict[str, Any]], Metrics]:
+    """Whole-run times of a run of `steps` step invocations, and those times per step."""
+
+    def metrics(result: dict[str, Any]) -> Metrics:
+        calls = result["calls_s"]
+        return {
+            "warm_run_s": _warm(calls),
+            "warm_ms_per_step": _warm(calls) / steps * 1000,
+            "first_call_s": calls[0],
+            "first_call_ms_per_step": calls[0] / steps * 1000,
+        }
+
+    return metrics
 
 
 def _cached_metrics(result: dict[str, Any]) -> Metrics:
@@ -139,6 +164,15 @@ def _import_metrics(result: dict[str, Any]) -> Metrics:
     return metrics
 
 
+def _scale_metrics(result: dict[str, Any]) -> Metrics:
+    return {
+        "peak_rss_MB": result["peak_rss_bytes"] / 1e6,
+        "rss_before_run_MB": result["rss_before_bytes"] / 1e6,
+        "run_s": result["run_s"],
+        "ms_per_step": result["run_s"] / (SCALE_ITEMS + 1) * 1000,
+    }
+
+
 def _calls(mode: Mode) -> list[str]:
     return ["--calls", str(mode.calls)]
 
@@ -169,7 +203,7 @@ WORKLOADS: dict[str, Workload] = {
             f"{FAN_OUT} independent steps returning their index + a fan-in sum, cache off",
             headline="warm_run_s",
             unit="s",
-            metrics=_fan_out_metrics,
+            metrics=_run_metrics(FAN_OUT + 1),
             worker_args=lambda mode: ["W2", *_calls(mode)],
         ),
         Workload(
@@ -192,5 +226,49 @@ WORKLOADS: dict[str, Workload] = {
             ratio_metric="marginal_s",
             worker_args=lambda mode: ["W4", "--pairs", str(mode.pairs)],
         ),
+        Workload(
+            "W5",
+            f"dynamic pipeline: {SUBMITS} steps returning their index, each started with "
+            f".submit(), + a sum step, cache off; run time / {SUBMITS + 1}",
+            headline="warm_ms_per_step",
+            unit="ms/step",
+            metrics=_run_metrics(SUBMITS + 1),
+            target=Target(2),
+            worker_args=lambda mode: ["W5", *_calls(mode)],
+            suite="dynamic",
+        ),
+        Workload(
+            "W6",
+            f"dynamic pipeline: a step returns a list of {MAP_ITEMS:,} ints, a step is "
+            ".map()ped over it (x + 1 per item), a reduce step sums the map's results, cache "
+            "off; time of the whole run",
+            headline="warm_run_s",
+            unit="s",
+            metrics=_run_metrics(MAP_ITEMS + 2),
+            target=Target(2),
+            worker_args=lambda mode: ["W6", *_calls(mode)],
+            suite="dynamic",
+            tools=("kstep", "zenml"),
+            # ZenML needs minutes for one run of 1,000 steps.
+            peer_rounds=1,
+            peer_calls=1,
+        ),
+        Workload(
+            "W7",
+            f"dynamic pipeline: a step .map()ped over a list of {SCALE_ITEMS:,} ints + a sum "
+            "step, one run per process, cache off; peak resident memory of the process",
+            headline="peak_rss_MB",
+            unit="MB",
+            metrics=_scale_metrics,
+            target=Target(500),
+            worker_args=lambda mode: ["W7"],
+            suite="dynamic",
+            tools=("kstep",),
+        ),
     ]
+}
+
+SUITES = {
+    "foundation": "foundation workloads",
+    "dynamic": "dynamic pipelines on the local engine",
 }

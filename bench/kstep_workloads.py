@@ -10,9 +10,14 @@ import numpy as np
 from _worker import (
     CHAIN_LENGTH,
     FAN_OUT,
+    MAP_ITEMS,
+    SCALE_ITEMS,
+    SUBMITS,
     big_array_protocol,
     emit,
+    now,
     parse_args,
+    resident_bytes,
     time_calls,
     unique_start,
 )
@@ -74,6 +79,27 @@ def big_array(n_items: int = 1) -> None:
     array_sum(make_array(n_items))
 
 
+@pipeline(dynamic=True, enable_cache=False)
+def dynamic_submits() -> None:
+    total([index_of.submit(i) for i in range(SUBMITS)])
+
+
+@step(enable_cache=False)
+def items(n: int) -> list[int]:
+    return list(range(n))
+
+
+@pipeline(dynamic=True, enable_cache=False)
+def dynamic_map(n: int = MAP_ITEMS) -> None:
+    total(increment.map(x=items(n)))
+
+
+# The scale run maps over a plain list: 10,000 items need no producing step to be split.
+@pipeline(dynamic=True, enable_cache=False)
+def dynamic_scale(n: int = SCALE_ITEMS) -> None:
+    total(increment.map(x=list(range(n))))
+
+
 def main() -> None:
     args = parse_args()
     if args.workload == "W1":
@@ -102,6 +128,25 @@ def main() -> None:
 
         root = Client().stores.artifacts.root
         emit(**big_array_protocol(run_pipeline, root, args.mib, args.pairs))
+    elif args.workload == "W5":
+        runs = []
+        calls = time_calls(lambda _: runs.append(dynamic_submits()), args.calls)
+        assert runs[-1].steps["total"].outputs["output"].load() == sum(range(SUBMITS))
+        emit(calls_s=calls, steps=len(runs[-1].steps))
+    elif args.workload == "W6":
+        runs = []
+        calls = time_calls(lambda _: runs.append(dynamic_map()), args.calls)
+        assert runs[-1].steps["total"].outputs["output"].load() == sum(range(1, MAP_ITEMS + 1))
+        emit(calls_s=calls, steps=len(runs[-1].steps))
+    elif args.workload == "W7":
+        # One run per process, so the process's peak is this run's (plus imports).
+        before = resident_bytes("VmRSS")
+        start = now()
+        run = dynamic_scale()
+        seconds = now() - start
+        peak = resident_bytes()
+        assert run.steps["total"].outputs["output"].load() == sum(range(1, SCALE_ITEMS + 1))
+        emit(run_s=seconds, peak_rss_bytes=peak, rss_before_bytes=before, steps=len(run.steps))
     else:
         raise SystemExit(f"unknown workload {args.workload!r}")
 

@@ -1,6 +1,7 @@
 """Benchmark kstep against ZenML and Prefect on the embedded default.
 
-Usage: `python bench/run.py [--quick] [--rounds N] [--only W1,W3] [--tools kstep,zenml]`.
+Usage: `python bench/run.py [--quick] [--rounds N] [--suite dynamic | --only W1,W3]
+[--tools kstep,zenml]`.
 See bench/README.md for the workloads, the modes and how to read the results.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _envs import PEERS, cache_root, ensure_env, package_versions
+from _envs import PEERS, cache_root, ensure_env, module_origin, package_versions
 from _report import (
     load_average,
     machine_facts,
@@ -25,7 +26,7 @@ from _report import (
     write_results,
 )
 from _tools import BENCH_DIR, Tool, make_tools, run_sample
-from _workloads import FULL, QUICK, WORKLOADS, Mode, Workload
+from _workloads import FULL, QUICK, SUITES, WORKLOADS, Mode, Workload
 
 logger = logging.getLogger("bench")
 
@@ -35,25 +36,49 @@ VERSIONS_OF = {
     "prefect": ["prefect", "SQLAlchemy", "pydantic", "numpy"],
 }
 
-METHOD = """
-## Method
-
-- **Fresh state per sample.** Each sample is one new process with a new scratch directory
+# The method section: each item with the workloads it is about (None: every run), so a
+# results file explains exactly the workloads it holds.
+METHOD: list[tuple[set[str] | None, str]] = [
+    (
+        None,
+        """- **Fresh state per sample.** Each sample is one new process with a new scratch directory
   for the tool's home (kstep: `KSTEP_HOME`; ZenML: `ZENML_CONFIG_PATH`, the directory
   initialised as its source root, analytics off; Prefect: `PREFECT_HOME` and its local
   result storage, no API URL so its ephemeral server and SQLite start on the first flow
   call, analytics off, 120 s allowed for that server to start instead of 20). So the
-  first call in a process also creates the database.
-- **Cold and warm.** W1 to W3 call the pipeline several times per process: the first call
+  first call in a process also creates the database.""",
+    ),
+    (
+        {"W1", "W2", "W3"},
+        """- **Cold and warm.** W1 to W3 call the pipeline several times per process: the first call
   pays imports, database creation and (Prefect) server start; the later, warm calls show
   the steady per-run cost. Headlines use the warm calls, as the peers' published figures do;
-  the first-call figures are listed under "Every metric".
-- **Interleaving.** Within a round every workload runs for kstep, then ZenML, then Prefect,
-  so slow phases of this shared machine hit all tools alike.
-- **W3** runs a chain whose start value is new for each process: call 1 computes every step,
-  calls 2 and later are fully cached; `cached_run_ms` is the median of those cached calls.
-- **W4.** One process runs the pipeline once with a 1-item array (warm-up), then alternates
-  1-item and 100 MiB runs. The marginal cost of 100 MiB is the median of (big run - the
+  the first-call figures are listed under "Every metric".""",
+    ),
+    (
+        {"W5", "W6"},
+        """- **Cold and warm (W5, W6).** As W1 to W3: each process calls the pipeline several times
+  (the mode's calls per process); the first call pays imports, database creation and
+  (Prefect) server start, and headlines are the median of the warm calls (2nd and later);
+  `first_call_*` are the first calls. A run's time is the wall time of the pipeline call,
+  from the call to the finished run it returns (kstep's `Run`, ZenML's run response,
+  Prefect's flow result): it includes creating and closing the run's records.""",
+    ),
+    (
+        None,
+        """- **Interleaving.** Within a round every workload runs for kstep, then ZenML, then
+  Prefect, so slow phases of this shared machine hit all tools alike.""",
+    ),
+    (
+        {"W3"},
+        """- **W3** runs a chain whose start value is new for each process: call 1 computes every
+  step, calls 2 and later are fully cached; `cached_run_ms` is the median of those cached
+  calls.""",
+    ),
+    (
+        {"W4"},
+        """- **W4.** One process runs the pipeline once with a 1-item array (warm-up), then
+  alternates 1-item and 100 MiB runs. The marginal cost of 100 MiB is the median of (big run - the
   1-item run just before it): it contains creating the array, saving it, loading it and
   summing it. The raw baseline in the same process, on the same filesystem, after one
   untimed round, times `np.arange` (create), `np.save`, `np.load` and `.sum()` separately.
@@ -61,22 +86,76 @@ METHOD = """
   pipeline's save + load throughput as a share of raw numpy's. `share_of_raw_end_to_end_pct`
   = raw (create + save + load + sum) / marginal compares the same work without subtracting.
   Prefect persists the array (pickle) but hands the consumer the in-memory value, so its
-  marginal has no load.
-- **import** is the wall time of `python -c "import <tool>"` measured by the harness
+  marginal has no load.""",
+    ),
+    (
+        {"W5"},
+        """- **W5.** A `@pipeline(dynamic=True)` function submits 50 invocations of a step that
+  returns its argument (`index_of.submit(i)`, i = 0..49) and passes the 50 futures, as a
+  list, to a sum step called directly, which waits for them. Caching off; every output is
+  stored as an artifact. The steps do no work, so a run's time is all overhead:
+  `warm_ms_per_step` = warm run time / 51 invocations, `warm_run_s` the whole run. kstep
+  runs the function in the calling process and the steps inline on its engine's thread
+  pool; ZenML 0.98 (the same code: `@pipeline(dynamic=True)`, `step.submit()`, futures
+  passed to a step) runs them on its dynamic runner's thread pool, 10 workers by default,
+  with the local orchestrator; Prefect has no separate dynamic mode (a flow's function
+  always runs at run time), so its W5 is a flow that `.submit()`s 50 tasks to its default
+  thread pool task runner and passes the futures to a sum task, with results not persisted,
+  as in W2: Prefect stores no output, where kstep and ZenML store 51.""",
+    ),
+    (
+        {"W6"},
+        """- **W6.** A dynamic pipeline calls a step returning `list(range(1000))`, maps a step
+  `x -> x + 1` over that output (`increment.map(x=items)`: 1,000 invocations, each loading
+  only its own item of the stored list) and passes the map's `MapResultsFuture` to a sum
+  step, which receives the 1,000 values as a list: 1,002 invocations, caching off.
+  `warm_run_s` is the whole run (headline, kstep's target ≤ 2 s), `warm_ms_per_step` that
+  / 1,002. The items come from a step rather than a plain list because ZenML 0.98 maps only
+  over step outputs (it passes a plain list whole to every invocation). ZenML runs W6 in
+  the first round only, with one call per process, since one of its runs takes minutes:
+  its figures, if any, are a single cold call. Prefect is not run.""",
+    ),
+    (
+        {"W7"},
+        """- **W7.** kstep only, one run per process: a dynamic pipeline maps `x -> x + 1` over a
+  plain list of 10,000 ints and passes the results to a sum step (10,001 invocations,
+  caching off). `peak_rss_MB` is the process's peak resident memory (`VmHWM` of
+  /proc/self/status, `ru_maxrss` where that is missing) read when the run has returned: the
+  interpreter, imports, database creation and the run. `rss_before_run_MB` is the resident
+  memory (`VmRSS`) just before the pipeline call, after imports; `run_s` the run's wall
+  time; `ms_per_step` = `run_s` / 10,001. MB are 10^6 bytes.""",
+    ),
+    (
+        {"import"},
+        """- **import** is the wall time of `python -c "import <tool>"` measured by the harness
   (interpreter start-up included; `interpreter_only_ms` is `python -c pass` for reference,
   `import_statement_ms` the import statement alone, timed inside the process). kstep runs
   from an editable install, whose start-up hook imports `pathlib` and `re` in every
-  process of its environment; an installed wheel has no such hook.
-- **Load.** The machine is shared; the load averages at the start and the end of the run
-  are listed under "Set-up". Under load every tool slows down, the peers' figures too.
-"""
+  process of its environment; an installed wheel has no such hook.""",
+    ),
+    (
+        None,
+        """- **Load.** The machine is shared; the load averages at the start and the end of the run
+  are listed under "Set-up". Under load every tool slows down, the peers' figures too.""",
+    ),
+]
+
+
+def method_text(workloads: list[Workload]) -> str:
+    """The method section for the workloads of this run."""
+    names = {w.name for w in workloads}
+    items = [text for about, text in METHOD if about is None or about & names]
+    return "## Method\n\n" + "\n".join(items)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
     parser.add_argument("--rounds", type=int, help="rounds (default: 5 full, 2 quick)")
-    parser.add_argument("--only", help="comma-separated workloads, e.g. W1,W3")
+    parser.add_argument(
+        "--suite", default="foundation", choices=SUITES, help="the workloads of one suite"
+    )
+    parser.add_argument("--only", help="comma-separated workloads, e.g. W1,W3 (any suite)")
     parser.add_argument("--tools", default="kstep,zenml,prefect", help="comma-separated tools")
     parser.add_argument("--output", help="results path without extension")
     args = parser.parse_args()
@@ -84,18 +163,25 @@ def main() -> int:
 
     base = QUICK if args.quick else FULL
     mode = Mode(base.name, args.rounds or base.rounds, base.calls, base.pairs)
-    workloads = [WORKLOADS[name] for name in (args.only.split(",") if args.only else WORKLOADS)]
-    default_output = (
-        os.path.join(BENCH_DIR, "results", "foundation")
-        if mode.name == "full" and not args.only
-        else os.path.join(BENCH_DIR, ".work", f"results-{mode.name}")
+    names = (
+        args.only.split(",")
+        if args.only
+        else [w.name for w in WORKLOADS.values() if w.suite == args.suite]
     )
-    output = args.output or default_output
+    workloads = [WORKLOADS[name] for name in names]
+    suites = {w.suite for w in workloads}
+    output = args.output or default_output(mode, workloads)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir = os.path.join(BENCH_DIR, ".work", "logs", stamp)
     os.makedirs(log_dir, exist_ok=True)
 
-    tools = {name: tool for name, tool in make_tools().items() if name in args.tools.split(",")}
+    # A tool none of the chosen workloads runs is left out, peers' installs included.
+    tools = {
+        name: tool
+        for name, tool in make_tools().items()
+        if name in args.tools.split(",")
+        and any(w.tools is None or name in w.tools for w in workloads)
+    }
     prepare_peers(tools, log_dir)
     versions = {
         name: package_versions(tool.python, VERSIONS_OF[name])
@@ -104,6 +190,9 @@ def main() -> int:
     }
 
     machine = machine_facts()
+    if "kstep" in tools and tools["kstep"].python:
+        # The workers inherit PYTHONPATH, so this is the kstep source they measure.
+        machine["kstep_source"] = module_origin(tools["kstep"].python, "kstep")
     samples = run_rounds(workloads, tools, mode, log_dir)
     machine["load_average_at_end"] = load_average()
 
@@ -120,11 +209,23 @@ def main() -> int:
         "versions": versions,
         "unavailable": {n: t.unavailable for n, t in tools.items() if t.unavailable},
     }
-    markdown = render_markdown(workloads, tools, summaries, context, METHOD)
+    title = SUITES[next(iter(suites))] if len(suites) == 1 else "selected workloads"
+    markdown = render_markdown(workloads, tools, summaries, context, method_text(workloads), title)
     write_results(output, markdown, {**context, "summaries": summaries, "samples": samples})
     print(markdown)
     logger.info("Results written to %s.md and .json; worker logs in %s.", output, log_dir)
     return 0
+
+
+def default_output(mode: Mode, workloads: list[Workload]) -> str:
+    """`results/<suite>` for a full run of every workload of one suite, else bench/.work."""
+    names = {w.name for w in workloads}
+    for suite in SUITES:
+        if mode.name == "full" and names == {
+            w.name for w in WORKLOADS.values() if w.suite == suite
+        }:
+            return os.path.join(BENCH_DIR, "results", suite)
+    return os.path.join(BENCH_DIR, ".work", f"results-{mode.name}")
 
 
 def prepare_peers(tools: dict[str, Tool], log_dir: str) -> None:
@@ -152,11 +253,11 @@ def run_rounds(
     for round_index in range(mode.rounds):
         for workload in workloads:
             for name, tool in tools.items():
-                if tool.unavailable:
+                if tool.unavailable or not workload.runs(name, round_index):
                     continue
                 start = time.perf_counter()
                 sample = run_sample(
-                    tool, workload.worker_args(mode), log_dir, workload.whole_process
+                    tool, workload.args_for(name, mode), log_dir, workload.whole_process
                 )
                 sample["round"] = round_index + 1
                 samples[workload.name][name].append(sample)

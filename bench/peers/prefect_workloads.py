@@ -14,6 +14,7 @@ import numpy as np
 from _worker import (
     CHAIN_LENGTH,
     FAN_OUT,
+    SUBMITS,
     big_array_protocol,
     emit,
     parse_args,
@@ -52,6 +53,13 @@ def total(values: list[int]) -> int:
 @flow
 def fan_out() -> int:
     return total([index_of.submit(i) for i in range(FAN_OUT)])
+
+
+# Prefect has no separate dynamic mode: every flow runs its function at run time, so W5 is
+# W2's flow, with the size of W5.
+@flow
+def dynamic_submits() -> int:
+    return total([index_of.submit(i) for i in range(SUBMITS)])
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
@@ -114,6 +122,11 @@ def main() -> None:
         directory = os.environ["PREFECT_LOCAL_STORAGE_PATH"]
         os.makedirs(directory, exist_ok=True)
         emit(**big_array_protocol(big_array, directory, args.mib, args.pairs))
+    elif args.workload == "W5":
+        results = []
+        calls = time_calls(lambda _: results.append(dynamic_submits()), args.calls)
+        assert results[-1] == sum(range(SUBMITS)), results
+        emit(calls_s=calls)
     else:
         raise SystemExit(f"unknown workload {args.workload!r}")
 

@@ -15,8 +15,11 @@ import numpy as np
 from _worker import (
     CHAIN_LENGTH,
     FAN_OUT,
+    MAP_ITEMS,
+    SUBMITS,
     big_array_protocol,
     emit,
+    now,
     parse_args,
     time_calls,
     unique_start,
@@ -79,6 +82,23 @@ def big_array(n_items: int = 1) -> None:
     array_sum(make_array(n_items))
 
 
+@pipeline(dynamic=True, enable_cache=False)
+def dynamic_submits() -> None:
+    total([index_of.submit(i) for i in range(SUBMITS)])
+
+
+@step(enable_cache=False)
+def items(n: int) -> list[int]:
+    return list(range(n))
+
+
+# ZenML maps only over step outputs (a plain list would reach every invocation whole), so
+# the items come from a step, as they do in kstep's W6.
+@pipeline(dynamic=True, enable_cache=False)
+def dynamic_map(n: int = MAP_ITEMS) -> None:
+    total(increment.map(x=items(n)))
+
+
 def output_of(run_id: object, invocation: str) -> object:
     run = Client().get_pipeline_run(run_id)
     return run.steps[invocation].outputs["output"][0].load()
@@ -117,6 +137,21 @@ def main() -> None:
 
         root = Client().active_stack.artifact_store.path
         emit(**big_array_protocol(run_pipeline, root, args.mib, args.pairs))
+    elif args.workload == "W5":
+        runs = []
+        calls = time_calls(lambda _: runs.append(dynamic_submits()), args.calls)
+        assert output_of(runs[-1].id, "total") == sum(range(SUBMITS))
+        emit(calls_s=calls)
+    elif args.workload == "W6":
+        runs = []
+        start = now()
+        try:
+            calls = time_calls(lambda _: runs.append(dynamic_map()), args.calls)
+        except Exception as error:  # a failed run is a result too: say after how long
+            emit(error=f"run {len(runs) + 1} failed after {now() - start:.0f} s: {error!r}")
+            return
+        assert output_of(runs[-1].id, "total") == sum(range(1, MAP_ITEMS + 1))
+        emit(calls_s=calls)
     else:
         raise SystemExit(f"unknown workload {args.workload!r}")
 

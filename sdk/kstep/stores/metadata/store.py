@@ -334,8 +334,10 @@ class MetadataStore:
     def update_step_run(self, step_run_id: str, **values: Any) -> None:
         """Set columns of a step run row."""
         values["updated_at"] = utcnow()
+        # On the hot path too: every inline step that waited for a pool thread is marked
+        # running with this when the thread takes it, one such write per invocation.
         with self.writing() as connection:
-            connection.execute(_UPDATE_STEP_RUN, {"step_run_id_": step_run_id, **values})
+            self._write(connection, _UPDATE_STEP_RUN, {**values, "step_run_id_": step_run_id})
 
     def finish_step_run(
         self,
