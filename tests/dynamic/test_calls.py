@@ -164,6 +164,51 @@ def test_inline_steps_run_on_as_many_threads_as_the_setting_allows(
     assert all(name.startswith("kstep-inline") for name in threads)
 
 
+def test_calls_waiting_for_an_inline_thread_show_as_pending_and_then_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KSTEP_INLINE_WORKERS", "1")
+    seen: dict[str, Any] = {}
+
+    @pipeline(dynamic=True, enable_cache=False)
+    def queued() -> None:
+        busy = timed.submit(0, 1.5)
+        waiting = [square.submit(i) for i in range(3)]
+        client = Client()
+        run_id = client.list_runs(pipeline="queued", limit=1)[0].id
+        deadline = time.monotonic() + 1.0
+        statuses: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            rows = client.stores.metadata.step_runs_of(run_id)
+            statuses = {row.invocation_id: row.status for row in rows}
+            if len(statuses) == 4:
+                break
+            time.sleep(0.02)
+        client.stores.metadata.close()
+        seen["statuses"] = statuses
+        seen["busy_done"] = busy.done()
+        seen["squares"] = [future.load() for future in waiting]
+
+    run = queued()
+
+    # Seen while the only thread was still busy: the queued calls had rows, as pending.
+    assert seen["busy_done"] is False
+    assert seen["statuses"] == {
+        "timed": "running",
+        "square": "pending",
+        "square_2": "pending",
+        "square_3": "pending",
+    }
+    assert seen["squares"] == [0, 1, 4]
+    assert {key: str(s.status) for key, s in run.steps.items()} == {
+        "timed": "completed",
+        "square": "completed",
+        "square_2": "completed",
+        "square_3": "completed",
+    }
+    assert all(s.attempt == 1 and s.started_at is not None for s in run.steps.values())
+
+
 def test_future_waits_and_gives_output_artifacts_and_values() -> None:
     seen: dict[str, Any] = {}
 

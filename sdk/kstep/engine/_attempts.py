@@ -6,6 +6,7 @@ callback exactly once with a `StepOutcome`, from whatever thread finished it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -35,6 +36,7 @@ from kstep.stores.metadata.store import new_id
 if TYPE_CHECKING:
     from kstep._steps import Step
     from kstep.engine._local import LocalEngine
+    from kstep.stores.metadata.store import MetadataStore
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +105,81 @@ class RunningAttempt:
             self.process.terminate()
 
 
+class QueuedStepRuns:
+    """Step run rows of inline attempts still waiting for a worker thread, written in batches.
+
+    A dynamic pipeline queues invocations much faster than they run (a `.map()` over a
+    thousand items takes a few hundred milliseconds), and one transaction per queued row on
+    the pipeline function's thread would make that thread wait for the write lock behind
+    every running step. The rows are written together instead: by the first worker that
+    takes an attempt (its own row inserted as `running` at once), or by a timer `delay`
+    seconds after the first row was queued, so a queued attempt shows as `pending` within
+    that delay. An attempt that never reached a worker before its process died has no row;
+    it never started, so no data is lost.
+    """
+
+    def __init__(self, metadata: MetadataStore, delay: float = 0.05) -> None:
+        self.metadata = metadata
+        self.delay = delay
+        self._rows: dict[str, tuple[StepRunRecord, list[InputEdge]]] = {}
+        self._lock = threading.Lock()
+        # Held while rows taken from the queue are written: whoever then finds its row gone
+        # from the queue knows that row is committed.
+        self._writing = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def add(self, step_run: StepRunRecord, edges: list[InputEdge]) -> None:
+        """Queue a `pending` step run row."""
+        with self._lock:
+            self._rows[step_run.id] = (step_run, edges)
+            if self._timer is None:
+                self._timer = threading.Timer(self.delay, self._on_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+        try:
+            self.write()
+        except Exception:
+            # The rows are written by the next attempt that begins, or by a later timer.
+            logger.exception("Writing queued step runs failed; they are retried later.")
+
+    def write(
+        self, running: str | None = None, started_at: datetime.datetime | None = None
+    ) -> bool:
+        """Write every queued row, the one of `running` as running; True if it was queued."""
+        with self._writing:
+            with self._lock:
+                entries = list(self._rows.values())
+                self._rows.clear()
+            if not entries:
+                return False
+            written = list(entries)
+            found = False
+            for index, (step_run, edges) in enumerate(entries):
+                if step_run.id == running:
+                    begun = dataclasses.replace(step_run, status="running", started_at=started_at)
+                    written[index] = (begun, edges)
+                    found = True
+                    break
+            try:
+                self.metadata.start_step_runs(written)
+            except BaseException:
+                # Queued again, ahead of rows queued meanwhile, for the next write to retry.
+                with self._lock:
+                    self._rows = {**{s.id: (s, e) for s, e in entries}, **self._rows}
+                raise
+            return found
+
+
 class AttemptLauncher:
     """Starts attempts of a run's invocations on the local engine."""
+
+    # Whether inline attempts queued for a worker get their rows written in batches (see
+    # `QueuedStepRuns`); a launcher that publishes step run ids elsewhere at once turns it off.
+    batch_queued_rows = True
 
     def __init__(
         self,
@@ -122,6 +197,7 @@ class AttemptLauncher:
         # A step's fingerprint (source hash, output materializers) does not change during a
         # run; a chain of the same step would otherwise recompute it per invocation.
         self._fingerprints: dict[Step[..., Any], dict[str, Any]] = {}
+        self._queued = QueuedStepRuns(self.stores.metadata)
 
     # -------------------------------------------------------------- preparing
 
@@ -312,27 +388,28 @@ class AttemptLauncher:
         # Pending until a thread or an isolated slot is free; `_begin` marks it running.
         # A step run on this very thread starts now, which saves that second write.
         starts_now = here and prepared.runtime == "inline"
-        self.stores.metadata.start_step_run(
-            StepRunRecord(
-                id=step_run_id,
-                run_id=self.run.id,
-                invocation_id=prepared.invocation_id,
-                step_name=prepared.step.name,
-                attempt=attempt,
-                status="running" if starts_now else "pending",
-                started_at=now if starts_now else None,
-                runtime=prepared.runtime,
-                parameters=prepared.parameters,
-                upstream=prepared.upstream,
-                cache_key=prepared.cache_key,
-                input_fingerprint=prepared.input_fingerprint,
-                logs_uri=logs_uri,
-                owner=current_owner(),
-                created_at=now,
-                updated_at=now,
-            ),
-            prepared.edges,
+        step_run = StepRunRecord(
+            id=step_run_id,
+            run_id=self.run.id,
+            invocation_id=prepared.invocation_id,
+            step_name=prepared.step.name,
+            attempt=attempt,
+            status="running" if starts_now else "pending",
+            started_at=now if starts_now else None,
+            runtime=prepared.runtime,
+            parameters=prepared.parameters,
+            upstream=prepared.upstream,
+            cache_key=prepared.cache_key,
+            input_fingerprint=prepared.input_fingerprint,
+            logs_uri=logs_uri,
+            owner=current_owner(),
+            created_at=now,
+            updated_at=now,
         )
+        if prepared.runtime == "inline" and not here and self.batch_queued_rows:
+            self._queued.add(step_run, prepared.edges)
+        else:
+            self.stores.metadata.start_step_run(step_run, prepared.edges)
         request = StepRequest(
             run=self.run,
             step_run_id=step_run_id,
@@ -361,9 +438,11 @@ class AttemptLauncher:
         return handle
 
     def _begin(self, request: StepRequest) -> None:
-        self.stores.metadata.update_step_run(
-            request.step_run_id, status="running", started_at=utcnow()
-        )
+        now = utcnow()
+        if not self._queued.write(running=request.step_run_id, started_at=now):
+            self.stores.metadata.update_step_run(
+                request.step_run_id, status="running", started_at=now
+            )
 
     def _run_inline(
         self, request: StepRequest, handle: RunningAttempt, on_done: OnDone, here: bool = False
@@ -442,6 +521,7 @@ class AttemptLauncher:
         message = (
             f"step {request.invocation_id!r} was not started because {handle.withdrawn_because}"
         )
+        self._queued.write()
         self.stores.metadata.update_step_run(
             request.step_run_id,
             status="skipped",
@@ -457,6 +537,7 @@ class AttemptLauncher:
         status = "failed" if request.final_attempt else "retrying"
         message = f"step {request.invocation_id!r}: {reason}"
         try:
+            self._queued.write()
             self.stores.metadata.update_step_run(
                 request.step_run_id,
                 status=status,

@@ -324,6 +324,17 @@ class MetadataStore:
             self._write(connection, _INSERT_STEP_RUN, _row_of(step_run, _STEP_FIELDS))
             self._insert_inputs(connection, step_run.id, inputs)
 
+    def start_step_runs(self, entries: Sequence[tuple[StepRunRecord, Iterable[InputEdge]]]) -> None:
+        """Insert several step run rows and their input edges, all in one transaction."""
+        if not entries:
+            return
+        steps = [_row_of(step_run, _STEP_FIELDS) for step_run, _ in entries]
+        inputs = [_input_row(step_run.id, edge) for step_run, edges in entries for edge in edges]
+        with self.writing() as connection:
+            self._write(connection, _INSERT_STEP_RUN, steps)
+            if inputs:
+                self._write(connection, _INSERT_INPUTS, inputs)
+
     def _insert_inputs(
         self, connection: Connection, step_run_id: str, inputs: Iterable[InputEdge]
     ) -> None:
