@@ -1,6 +1,6 @@
 """The test bed with the operator on it, and what the cluster benchmarks observe there.
 
-Shared by `bench/operator.py` and `bench/cluster_dynamic.py`: the test bed's processes
+Shared by `bench/cluster_operator.py` and `bench/cluster_dynamic.py`: the test bed's processes
 (kube-apiserver, etcd and kube-controller-manager from cached binaries, the kubelet stand-in
 that runs pods as local processes, a throwaway Postgres and an S3 server), the operator and
 its inline executor on a fresh namespace, a watch of the runs' ends, and readings of memory,
@@ -25,8 +25,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # The workloads' steps live apart from the benchmark scripts: the pods and inline workers get
-# this folder on PYTHONPATH, where `bench/operator.py` would shadow the standard library's
-# `operator`.
+# only this folder on PYTHONPATH, as an image would carry only a user's code.
 CODE = BENCH / "operator_code"
 for _path in (CODE, ROOT / "tests", ROOT / "tests" / "operator"):
     if str(_path) not in sys.path:

@@ -81,10 +81,8 @@ def run_sample(tool: Tool, args: list[str], log_dir: str, whole_process: bool) -
         env = tool.environment(scratch)
         if whole_process:
             return _time_import(tool, env, scratch, log_path)
-        # The worker and `_worker.py` run from copies in the scratch directory: bench/ holds
-        # `operator.py`, which would shadow the standard library's `operator` for any process
-        # started with bench/ on its path, and ZenML only runs pipelines whose source lies
-        # under its source root, which is the scratch directory.
+        # The worker and `_worker.py` run from copies in the scratch directory: ZenML only
+        # runs pipelines whose source lies under its source root, which is that directory.
         shutil.copy(os.path.join(BENCH_DIR, "_worker.py"), scratch)
         script = shutil.copy(os.path.join(BENCH_DIR, tool.script), scratch)
         return _run_worker([tool.python, script, *args], env, scratch, log_path)

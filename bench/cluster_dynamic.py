@@ -4,7 +4,7 @@ per-step cost of inline steps in the orchestrator pod.
     .venv/bin/python bench/cluster_dynamic.py          # full: bench/results/cluster-dynamic.*
     .venv/bin/python bench/cluster_dynamic.py --quick  # bench/.work/cluster-dynamic-quick.*
 
-Everything runs on this machine, as for `bench/operator.py` (whose test bed and operator it
+Everything runs on this machine, as for `bench/cluster_operator.py` (whose test bed and operator it
 shares through `bench/_testbed.py`): kube-apiserver, etcd and kube-controller-manager, the
 kubelet stand-in (pods, the orchestrator's included, are local processes), Postgres, the S3
 server, and the operator with its inline executor. The checkout's own `sdk` and `operator`

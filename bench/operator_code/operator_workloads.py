@@ -1,8 +1,8 @@
-"""Steps and pipelines of the operator benchmarks (`bench/operator.py`).
+"""Steps and pipelines of the operator benchmarks (`bench/cluster_operator.py`).
 
 The operator's inline workers and the step pods import this module by name: the benchmark
-puts this folder (not `bench/`, whose `operator.py` would shadow the standard library's
-`operator`) on their PYTHONPATH, as an image would carry a user's code.
+puts this folder (not all of `bench/`) on their PYTHONPATH, as an image would carry a user's
+code.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Benchmarks of the operator on the test bed: transition latency, a 20-step inline chain,
 throughput of many concurrent runs with the operator's peak memory, and object sizes.
 
-    .venv/bin/python bench/operator.py            # full: writes bench/results/operator.{md,json}
-    .venv/bin/python bench/operator.py --quick    # smaller, writes bench/.work/operator-quick.*
+    .venv/bin/python bench/cluster_operator.py          # full: bench/results/operator.{md,json}
+    .venv/bin/python bench/cluster_operator.py --quick  # smaller: bench/.work/operator-quick.*
 
 Everything runs on this machine: the test bed's kube-apiserver, etcd and
 kube-controller-manager, its kubelet stand-in (pods are local processes), a throwaway
@@ -213,7 +213,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Everything on one machine: kube-apiserver, etcd, kube-controller-manager, the kubelet "
         "stand-in (pods are local processes), Postgres, the S3 server, the operator and its "
-        "inline executor. Produced by `bench/operator.py`; method below the table.",
+        "inline executor. Produced by `bench/cluster_operator.py`; method below the table.",
         "",
         "| what | p50 | p99 | goal | |",
         "|---|---|---|---|---|",
