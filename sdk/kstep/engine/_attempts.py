@@ -152,26 +152,23 @@ class QueuedStepRuns:
         """Write every queued row, the one of `running` as running; True if it was queued."""
         with self._writing:
             with self._lock:
-                entries = list(self._rows.values())
-                self._rows.clear()
-            if not entries:
+                queued, self._rows = self._rows, {}
+            if not queued:
                 return False
-            written = list(entries)
-            found = False
-            for index, (step_run, edges) in enumerate(entries):
-                if step_run.id == running:
-                    begun = dataclasses.replace(step_run, status="running", started_at=started_at)
-                    written[index] = (begun, edges)
-                    found = True
-                    break
+            own = queued.get(running) if running is not None else None
+            written = dict(queued)
+            if own is not None:
+                step_run, edges = own
+                begun = dataclasses.replace(step_run, status="running", started_at=started_at)
+                written[step_run.id] = (begun, edges)
             try:
-                self.metadata.start_step_runs(written)
+                self.metadata.start_step_runs(list(written.values()))
             except BaseException:
                 # Queued again, ahead of rows queued meanwhile, for the next write to retry.
                 with self._lock:
-                    self._rows = {**{s.id: (s, e) for s, e in entries}, **self._rows}
+                    self._rows = {**queued, **self._rows}
                 raise
-            return found
+            return own is not None
 
 
 class AttemptLauncher:
