@@ -12,24 +12,11 @@ import json
 import time
 from typing import Any
 
-from kstep import pipeline, step
+from operator_workloads import inc, inc_isolated, total
+
+from kstep import pipeline
 
 MARK = "KSTEP-BENCH "
-
-
-@step
-def inc(x: int) -> int:
-    return x + 1
-
-
-@step(runtime="isolated")
-def inc_isolated(x: int) -> int:
-    return x + 1
-
-
-@step
-def total(values: list[int]) -> int:
-    return sum(values)
 
 
 class _Clock:
