@@ -146,20 +146,27 @@ def wait_serving(cluster: Cluster) -> None:
 # ------------------------------------------------------------------ observing runs
 
 
-class RunWatch:
-    """Watches the namespace's PipelineRuns and notes when each one ended (local clock),
-    and how many versions of each it saw (its creation and every write to it)."""
+class NamespaceWatch:
+    """A thread that follows one kind of object in the namespace, watching again after an
+    error; subclasses say what to list and what to note of each object seen."""
+
+    # How long one watch request lasts before it is made again.
+    request_seconds = 30
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.ended: dict[str, float] = {}
-        self.phases: dict[str, str] = {}
-        self.versions: dict[str, set[str]] = {}
-        self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         time.sleep(0.5)
+
+    def _list_call(self) -> tuple[Any, ...]:
+        """The list function and its positional arguments."""
+        raise NotImplementedError
+
+    def _observe(self, body: Any, now: float) -> None:
+        """Note an object seen at monotonic time `now`."""
+        raise NotImplementedError
 
     def _watch(self) -> None:
         from kubernetes import watch
@@ -168,28 +175,48 @@ class RunWatch:
             stream = watch.Watch()
             try:
                 for event in stream.stream(
-                    self.cluster.custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.cluster.namespace,
-                    "pipelineruns",
-                    timeout_seconds=30,
+                    *self._list_call(), timeout_seconds=self.request_seconds
                 ):
-                    now = time.monotonic()
-                    body = event["object"]
-                    phase = (body.get("status") or {}).get("phase")
-                    name = body["metadata"]["name"]
-                    # A set: a watch that starts again lists the current version once more.
-                    self.versions.setdefault(name, set()).add(body["metadata"]["resourceVersion"])
-                    if phase in ("completed", "failed", "cancelled") and name not in self.ended:
-                        with self._changed:
-                            self.ended[name] = now
-                            self.phases[name] = phase
-                            self._changed.notify_all()
+                    self._observe(event["object"], time.monotonic())
                     if self._stop.is_set():
                         break
             except Exception:
                 time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class RunWatch(NamespaceWatch):
+    """Watches the namespace's PipelineRuns and notes when each one ended (local clock),
+    and how many versions of each it saw (its creation and every write to it)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.ended: dict[str, float] = {}
+        self.phases: dict[str, str] = {}
+        self.versions: dict[str, set[str]] = {}
+        self._changed = threading.Condition()
+        super().__init__(cluster)
+
+    def _list_call(self) -> tuple[Any, ...]:
+        return (
+            self.cluster.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.cluster.namespace,
+            "pipelineruns",
+        )
+
+    def _observe(self, body: Any, now: float) -> None:
+        phase = (body.get("status") or {}).get("phase")
+        name = body["metadata"]["name"]
+        # A set: a watch that starts again lists the current version once more.
+        self.versions.setdefault(name, set()).add(body["metadata"]["resourceVersion"])
+        if phase in ("completed", "failed", "cancelled") and name not in self.ended:
+            with self._changed:
+                self.ended[name] = now
+                self.phases[name] = phase
+                self._changed.notify_all()
 
     def wait(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -203,9 +230,6 @@ class RunWatch:
         failed = [n for n in names if self.phases[n] != "completed"]
         if failed:
             raise RuntimeError(f"runs did not complete: {failed[:5]}")
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def parse_time(value: str) -> datetime.datetime:

@@ -37,6 +37,7 @@ import _testbed as bed
 import dynamic_workloads as workloads
 from _testbed import (
     Cluster,
+    NamespaceWatch,
     RunWatch,
     cpu_seconds,
     cpu_used,
@@ -59,45 +60,30 @@ LABEL_ROLE = "kstep.dev/role"
 # ------------------------------------------------------------------ observing Jobs and pods
 
 
-class JobWatch:
+class JobWatch(NamespaceWatch):
     """Watches the namespace's Jobs; notes when each was first seen and seen complete."""
 
+    # One long request: a reconnect in the middle of a burst would delay the events it
+    # lists again.
+    request_seconds = 3600
+
     def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
         self.created: dict[str, float] = {}
         self.completed: dict[str, float] = {}
         self.labels: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        time.sleep(0.5)
+        super().__init__(cluster)
 
-    def _watch(self) -> None:
-        from kubernetes import watch
+    def _list_call(self) -> tuple[Any, ...]:
+        return (self.cluster.batch.list_namespaced_job, self.cluster.namespace)
 
-        while not self._stop.is_set():
-            stream = watch.Watch()
-            try:
-                # One long request: a reconnect in the middle of a burst would delay the
-                # events it lists again.
-                for event in stream.stream(
-                    self.cluster.batch.list_namespaced_job,
-                    self.cluster.namespace,
-                    timeout_seconds=3600,
-                ):
-                    now = time.monotonic()
-                    job = event["object"]
-                    name = job.metadata.name
-                    with self._lock:
-                        self.created.setdefault(name, now)
-                        self.labels[name] = dict(job.metadata.labels or {})
-                        if (job.status.succeeded or 0) >= 1:
-                            self.completed.setdefault(name, now)
-                    if self._stop.is_set():
-                        break
-            except Exception:
-                time.sleep(0.2)
+    def _observe(self, job: Any, now: float) -> None:
+        name = job.metadata.name
+        with self._lock:
+            self.created.setdefault(name, now)
+            self.labels[name] = dict(job.metadata.labels or {})
+            if (job.status.succeeded or 0) >= 1:
+                self.completed.setdefault(name, now)
 
     def of(self, run: str, role: str) -> dict[str, tuple[float, float | None]]:
         """(first seen, seen complete) of each Job of a run with a role (`step`...)."""
@@ -107,9 +93,6 @@ class JobWatch:
                 for name, labels in self.labels.items()
                 if labels.get(LABEL_RUN) == run and labels.get(LABEL_ROLE) == role
             }
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 class OrchestratorMemory:
