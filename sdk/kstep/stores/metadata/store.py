@@ -320,27 +320,11 @@ class MetadataStore:
 
     def start_step_run(self, step_run: StepRunRecord, inputs: Iterable[InputEdge] = ()) -> None:
         """Insert a step run row and its input edges."""
-        with self.writing() as connection:
-            self._write(connection, _INSERT_STEP_RUN, _row_of(step_run, _STEP_FIELDS))
-            self._insert_inputs(connection, step_run.id, inputs)
+        self.record_step_runs([(step_run, inputs, None)])
 
     def start_step_runs(self, entries: Sequence[tuple[StepRunRecord, Iterable[InputEdge]]]) -> None:
         """Insert several step run rows and their input edges, all in one transaction."""
-        if not entries:
-            return
-        steps = [_row_of(step_run, _STEP_FIELDS) for step_run, _ in entries]
-        inputs = [_input_row(step_run.id, edge) for step_run, edges in entries for edge in edges]
-        with self.writing() as connection:
-            self._write(connection, _INSERT_STEP_RUN, steps)
-            if inputs:
-                self._write(connection, _INSERT_INPUTS, inputs)
-
-    def _insert_inputs(
-        self, connection: Connection, step_run_id: str, inputs: Iterable[InputEdge]
-    ) -> None:
-        rows = [_input_row(step_run_id, edge) for edge in inputs]
-        if rows:
-            self._write(connection, _INSERT_INPUTS, rows)
+        self.record_step_runs([(step_run, inputs, None) for step_run, inputs in entries])
 
     def update_step_run(self, step_run_id: str, **values: Any) -> None:
         """Set columns of a step run row."""
@@ -460,7 +444,7 @@ class MetadataStore:
         self,
         entries: Sequence[tuple[StepRunRecord, Iterable[InputEdge], dict[str, str] | None]],
     ) -> None:
-        """Insert finished step runs with their edges, all in one transaction."""
+        """Insert step runs with their edges (outputs for finished ones), in one transaction."""
         if not entries:
             return
         steps = [_row_of(step_run, _STEP_FIELDS) for step_run, _, _ in entries]
@@ -471,11 +455,11 @@ class MetadataStore:
             for name, version_id in (produced or {}).items()
         ]
         with self.writing() as connection:
-            connection.execute(_INSERT_STEP_RUN, steps)
+            self._write(connection, _INSERT_STEP_RUN, steps)
             if inputs:
-                connection.execute(_INSERT_INPUTS, inputs)
+                self._write(connection, _INSERT_INPUTS, inputs)
             if outputs:
-                connection.execute(_INSERT_OUTPUTS, outputs)
+                self._write(connection, _INSERT_OUTPUTS, outputs)
 
     def get_step_run(self, step_run_id: str) -> StepRunRecord:
         """A step run by id."""
