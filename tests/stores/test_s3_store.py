@@ -80,6 +80,44 @@ def test_s3_store_saves_and_loads_through_materializers(
         assert loaded == value
 
 
+def count_gets(store: S3ArtifactStore) -> list[str]:
+    """The keys of every GetObject request the store's client makes from now on."""
+    keys: list[str] = []
+    store.client.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: keys.append(params["Key"])
+    )
+    return keys
+
+
+def test_s3_store_reads_a_version_it_committed_without_downloading_it(
+    s3_credentials: Any, s3_store: S3ArtifactStore, tmp_path: Path
+) -> None:
+    small = s3_store.stage("small", "v1")
+    JsonMaterializer(small).save({"rows": [1, 2, 3]})
+    big = s3_store.stage("big", "v1")
+    NumpyMaterializer(big).save(np.ones(1_100_000, dtype=np.float64))
+    small_uri, big_uri = small.commit(), big.commit()
+    other = S3ArtifactStore(
+        s3_store.root,
+        endpoint_url=s3_credentials.endpoint_url,
+        region=s3_credentials.region,
+        cache_dir=str(tmp_path / "other-cache"),
+    )
+    ours, theirs = count_gets(s3_store), count_gets(other)
+
+    loaded_here = JsonMaterializer(s3_store.location(small_uri)).load(dict)
+    loaded_elsewhere = JsonMaterializer(other.location(small_uri)).load(dict)
+    big_here = NumpyMaterializer(s3_store.location(big_uri)).load(np.ndarray)
+
+    assert loaded_here == loaded_elsewhere == {"rows": [1, 2, 3]}
+    assert float(big_here.sum()) == 1_100_000.0
+    # The small version came from this store's cache; the 8.8 MB array, over the size kept
+    # after an upload, and the other store's copy came from the server.
+    assert not [key for key in ours if key.startswith("kstep/artifacts/small/")]
+    assert [key for key in ours if key.startswith("kstep/artifacts/big/")]
+    assert [key for key in theirs if key.startswith("kstep/artifacts/small/")]
+
+
 def test_s3_store_reports_a_missing_file_of_a_version(s3_store: S3ArtifactStore) -> None:
     staged = s3_store.stage("thing", "v1")
     JsonMaterializer(staged).save([1])

@@ -323,7 +323,10 @@ class S3ArtifactStore(ArtifactStore):
 
     Credentials come from boto3's usual chain (environment, config files, instance role).
     Files are staged in a local directory and uploaded on commit; reads download each file
-    once into a local cache so path-based libraries and memory-mapping work.
+    once into a local cache so path-based libraries and memory-mapping work. A committed
+    version's small files move into that cache too: a version never changes once committed,
+    and the next step in the same pod (an orchestrator's or a worker's inline chain) then
+    reads its input without a request to the server.
     """
 
     def __init__(
@@ -423,11 +426,16 @@ class S3ArtifactStore(ArtifactStore):
         except self.client.exceptions.NoSuchKey:
             raise ArtifactLoadError(f"object {uri} does not exist in the artifact store") from None
 
+    def cached_path(self, uri: str, relative_path: str) -> str:
+        """Where one file of a version is kept in the local cache."""
+        bucket, key = parse_s3_uri(uri)
+        return os.path.join(self.cache_dir, bucket, key, check_relative(relative_path, uri))
+
     def download(self, uri: str, relative_path: str) -> str:
         """Download one file of a version into the local cache (once) and return its path."""
         bucket, key = parse_s3_uri(uri)
         relative = check_relative(relative_path, uri)
-        path = os.path.join(self.cache_dir, bucket, key, relative)
+        path = self.cached_path(uri, relative)
         if os.path.exists(path):
             return path
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -485,6 +493,11 @@ class _S3Staged(StagedVersion):
             # One PUT for a small file: see `S3ArtifactStore._download`.
             with open(path, "rb") as file:
                 self.store.client.put_object(Bucket=bucket, Key=f"{key}/{relative}", Body=file)
+            # Uploaded as is, so it is the version's file: kept where a read looks first.
+            # Large files are not kept, to spare the pod's disk; they are read back in parts.
+            cached = self.store.cached_path(self.uri, relative)
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            os.replace(path, cached)
         shutil.rmtree(self.base, ignore_errors=True)
         return self.uri
 
