@@ -128,10 +128,6 @@ class StepRunTracker:
 class ClusterLauncher(AttemptLauncher):
     """Starts a dynamic run's invocations as StepRuns (see the module docstring)."""
 
-    # A StepRun's status names its attempt's step run id as soon as the attempt starts, so
-    # the row must exist by then.
-    batch_queued_rows = False
-
     def __init__(
         self,
         engine: LocalEngine,

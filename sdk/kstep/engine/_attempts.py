@@ -174,10 +174,6 @@ class QueuedStepRuns:
 class AttemptLauncher:
     """Starts attempts of a run's invocations on the local engine."""
 
-    # Whether inline attempts queued for a worker get their rows written in batches (see
-    # `QueuedStepRuns`); a launcher that publishes step run ids elsewhere at once turns it off.
-    batch_queued_rows = True
-
     def __init__(
         self,
         engine: LocalEngine,
@@ -403,7 +399,7 @@ class AttemptLauncher:
             created_at=now,
             updated_at=now,
         )
-        if prepared.runtime == "inline" and not here and self.batch_queued_rows:
+        if prepared.runtime == "inline" and not here:
             self._queued.add(step_run, prepared.edges)
         else:
             self.stores.metadata.start_step_run(step_run, prepared.edges)
