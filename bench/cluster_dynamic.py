@@ -528,9 +528,9 @@ def main(argv: list[str] | None = None) -> int:
                         cluster, watch, workloads.inline_chain, size, inline_rounds, "length"
                     )
                 if "fan" in only:
-                    print(f"{size} submitted inline steps, 1 round...", flush=True)
+                    print(f"{size} submitted inline steps, {inline_rounds} rounds...", flush=True)
                     results["fan"] = bench_inline(
-                        cluster, watch, workloads.inline_fan, size, 1, "width"
+                        cluster, watch, workloads.inline_fan, size, inline_rounds, "width"
                     )
                 results["memory"] = peak_rss(cluster)
                 results["orchestrator_peak_rss_mib"] = max(memory.peaks.values(), default=0.0)
