@@ -140,6 +140,10 @@ class Operator:
         """Queue a PipelineRun for reconciling."""
         self.queue.add((RUN, namespace, name))
 
+    def enqueue_run_coalesced(self, namespace: str, name: str) -> None:
+        """Queue a PipelineRun for reconciling within the counts interval, once for many calls."""
+        self.queue.add_coalesced((RUN, namespace, name), self.settings.counts_interval_seconds)
+
     def enqueue_step(self, namespace: str, name: str, after: float = 0.0) -> None:
         """Queue a StepRun for reconciling, now or after `after` seconds."""
         self.queue.add_after((STEP, namespace, name), after)

@@ -45,7 +45,12 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if not op.cache.put_step(body):
             return
         phase = (body.get("status") or {}).get("phase")
-        if phase in _TERMINAL or phase is None:
+        if body["spec"].get("executor") == "orchestrator":
+            # Its run only counts it (the orchestrator runs it and ends the run), and a dynamic
+            # run's reconcile reads every StepRun of the run: once per counts interval is
+            # enough, where once per event made a run of n inline steps cost n squared.
+            op.enqueue_run_coalesced(metadata["namespace"], body["spec"]["pipelineRun"])
+        elif phase in _TERMINAL or phase is None:
             op.enqueue_run(metadata["namespace"], body["spec"]["pipelineRun"])
         else:
             op.enqueue_step(metadata["namespace"], metadata["name"])

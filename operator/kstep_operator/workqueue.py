@@ -40,6 +40,8 @@ class WorkQueue:
         self._processing: set[Hashable] = set()
         self._again: set[Hashable] = set()
         self._delayed: list[tuple[float, int, Hashable]] = []
+        # Keys queued for later by `add_coalesced` that are not due yet.
+        self._coalescing: set[Hashable] = set()
         self._sequence = 0
         self._stopped = False
         self._threads = [
@@ -81,6 +83,20 @@ class WorkQueue:
             self.add(key)
             return
         with self._lock:
+            self._sequence += 1
+            heapq.heappush(self._delayed, (time.monotonic() + seconds, self._sequence, key))
+            self._timer_wake.notify()
+
+    def add_coalesced(self, key: Hashable, seconds: float) -> None:
+        """Queue `key` once `seconds` have passed, unless it already waits for that.
+
+        For events whose only effect can wait: however many arrive meanwhile, the key is
+        processed once per `seconds`.
+        """
+        with self._lock:
+            if key in self._coalescing or key in self._queued:
+                return
+            self._coalescing.add(key)
             self._sequence += 1
             heapq.heappush(self._delayed, (time.monotonic() + seconds, self._sequence, key))
             self._timer_wake.notify()
@@ -128,6 +144,7 @@ class WorkQueue:
                 due = []
                 while self._delayed and self._delayed[0][0] <= now:
                     due.append(heapq.heappop(self._delayed)[2])
+                self._coalescing.difference_update(due)
                 wait = self._delayed[0][0] - now if self._delayed else 1.0
             for key in due:
                 self.add(key)
