@@ -83,9 +83,7 @@ class WorkQueue:
             self.add(key)
             return
         with self._lock:
-            self._sequence += 1
-            heapq.heappush(self._delayed, (time.monotonic() + seconds, self._sequence, key))
-            self._timer_wake.notify()
+            self._delay(key, seconds)
 
     def add_coalesced(self, key: Hashable, seconds: float) -> None:
         """Queue `key` once `seconds` have passed, unless it already waits for that.
@@ -97,9 +95,13 @@ class WorkQueue:
             if key in self._coalescing or key in self._queued:
                 return
             self._coalescing.add(key)
-            self._sequence += 1
-            heapq.heappush(self._delayed, (time.monotonic() + seconds, self._sequence, key))
-            self._timer_wake.notify()
+            self._delay(key, seconds)
+
+    def _delay(self, key: Hashable, seconds: float) -> None:
+        # Called with the lock held.
+        self._sequence += 1
+        heapq.heappush(self._delayed, (time.monotonic() + seconds, self._sequence, key))
+        self._timer_wake.notify()
 
     def alive(self) -> bool:
         """Whether every worker thread and the timer run (they only end when stopped)."""

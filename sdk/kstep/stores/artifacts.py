@@ -433,11 +433,11 @@ class S3ArtifactStore(ArtifactStore):
 
     def download(self, uri: str, relative_path: str) -> str:
         """Download one file of a version into the local cache (once) and return its path."""
-        bucket, key = parse_s3_uri(uri)
-        relative = check_relative(relative_path, uri)
-        path = self.cached_path(uri, relative)
+        path = self.cached_path(uri, relative_path)
         if os.path.exists(path):
             return path
+        bucket, key = parse_s3_uri(uri)
+        relative = check_relative(relative_path, uri)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temporary = f"{path}.part-{threading.get_ident()}"
         try:
