@@ -12,7 +12,11 @@ from kstep_operator.workqueue import WorkQueue
 
 
 class Recorder:
-    """Processes keys by noting when each was processed."""
+    """Processes keys by noting when each was processed, taking a while for each.
+
+    A key queued again while it is being processed is processed once more afterwards, so
+    adds that were not coalesced show up as repeated keys.
+    """
 
     def __init__(self) -> None:
         self.seen: list[tuple[Hashable, float]] = []
@@ -21,6 +25,7 @@ class Recorder:
     def __call__(self, key: Hashable) -> None:
         with self.lock:
             self.seen.append((key, time.monotonic()))
+        time.sleep(0.02)
 
     def keys(self) -> list[Hashable]:
         with self.lock:
@@ -42,20 +47,22 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def test_a_burst_of_coalesced_adds_processes_the_key_once_after_the_delay(
+def test_coalesced_adds_process_a_key_at_most_once_per_delay(
     recorded: tuple[WorkQueue, Recorder],
 ) -> None:
     queue, recorder = recorded
     started = time.monotonic()
 
-    for _ in range(200):
+    # An add every 10 ms for 0.3 s, with a delay of 0.2 s: at most two releases.
+    while time.monotonic() - started < 0.3:
         queue.add_coalesced("run-a", 0.2)
+        time.sleep(0.01)
     queue.add_coalesced("run-b", 0.2)
-    wait_for(lambda: len(recorder.keys()) >= 2)
-    time.sleep(0.4)
+    time.sleep(0.6)
 
-    assert sorted(recorder.keys()) == ["run-a", "run-b"]
-    first_at = min(at for _, at in recorder.seen)
+    assert 1 <= recorder.keys().count("run-a") <= 2
+    assert recorder.keys().count("run-b") == 1
+    first_at = min(at for key, at in recorder.seen if key == "run-a")
     assert first_at - started >= 0.2
 
 
@@ -70,20 +77,3 @@ def test_a_coalesced_key_added_again_after_processing_is_processed_again(
     wait_for(lambda: len(recorder.keys()) == 2)
 
     assert recorder.keys() == ["run-a", "run-a"]
-
-
-def test_a_coalesced_add_of_a_key_already_queued_adds_nothing() -> None:
-    release = threading.Event()
-    blocked = WorkQueue(lambda key: release.wait(5), workers=1, name="test-blocked")
-    blocked.start()
-    try:
-        blocked.add("busy")
-        wait_for(lambda: blocked.depth() == 0)
-        blocked.add("run-a")
-        blocked.add_coalesced("run-a", 0.05)
-        time.sleep(0.2)
-
-        assert blocked.depth() == 1
-    finally:
-        release.set()
-        blocked.stop()
