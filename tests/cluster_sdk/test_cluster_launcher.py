@@ -1,17 +1,22 @@
 """The StepRun statuses a dynamic run's orchestrator writes for its inline steps.
 
 The orchestrator's launcher runs here on the local engine against stand-ins for the API
-server that record every status write, in order, or hold status writes back.
+server that record every write, in order, hold writes back, or reject StepRuns.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from kstep import pipeline, step
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from kstep import Pipeline, pipeline, step
+from kstep._errors import RunFailed
 from kstep._settings import Settings
 from kstep.cluster._launcher import ClusterLauncher, StepRunTracker
 from kstep.engine import LocalEngine
@@ -29,22 +34,29 @@ def three_quick_steps() -> None:
     quick(quick(quick(1)))
 
 
-def launch(api: Any, engine: LocalEngine, name: str) -> tuple[Any, ClusterLauncher]:
-    """A run record of `three_quick_steps` and the launcher its orchestrator would use."""
-    record = engine.start_run(three_quick_steps, {}, mode="dynamic")
+def launch(
+    api: Any,
+    engine: LocalEngine,
+    name: str,
+    pipeline: Pipeline = three_quick_steps,
+    **options: Any,
+) -> tuple[Any, ClusterLauncher]:
+    """A run record of `pipeline` and the launcher its orchestrator would use."""
+    record = engine.start_run(pipeline, {}, mode="dynamic")
     run_object = {
         "apiVersion": "kstep.dev/v1alpha1",
         "kind": "PipelineRun",
         "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
-        "spec": {"pipelineName": three_quick_steps.name},
+        "spec": {"pipelineName": pipeline.name},
     }
     launcher = ClusterLauncher(
         engine,
-        RunInfo(record.id, record.name, three_quick_steps.name),
-        three_quick_steps,
+        RunInfo(record.id, record.name, pipeline.name),
+        pipeline,
         None,
         run_object=run_object,
         tracker=StepRunTracker(api, "default", name),
+        **options,
     )
     return record, launcher
 
@@ -117,12 +129,115 @@ def test_an_inline_steps_running_status_never_lands_after_its_outcome(tmp_path: 
         assert phases in (["running", "completed"], ["completed"]), (name, phases)
 
 
-class StalledStatusApi(RecordingApi):
-    """Takes StepRun creations at once but holds every status write until released."""
+def test_a_quick_inline_steps_running_status_is_never_written(tmp_path: Path) -> None:
+    # Each step ends long before its running status is due: its StepRun gets its outcome
+    # as its one status write.
+    api = RecordingApi(hold_running=False)
+    engine = LocalEngine(Settings(home=str(tmp_path / "home")))
+    try:
+        record, launcher = launch(api, engine, "quick", running_status_hold=5.0)
+        run_dynamic(engine, three_quick_steps, {}, record, None, launcher)
+        launcher.close()
+    finally:
+        engine.close()
+
+    assert len(api.objects) == 3
+    assert sorted(api.writes) == sorted((name, "completed") for name in api.objects)
+
+
+release_slow = threading.Event()
+
+
+@step
+def slow(x: int) -> int:
+    release_slow.wait(timeout=30)
+    return x * 2
+
+
+@pipeline(dynamic=True, enable_cache=False)
+def one_slow_step() -> None:
+    slow(3)
+
+
+def test_a_running_inline_step_shows_running_once_its_hold_is_over(tmp_path: Path) -> None:
+    api = RecordingApi(hold_running=False)
+    engine = LocalEngine(Settings(home=str(tmp_path / "home")))
+    release_slow.clear()
+    try:
+        record, launcher = launch(api, engine, "slow", one_slow_step, running_status_hold=0.05)
+        pipeline_thread = threading.Thread(
+            target=run_dynamic, args=(engine, one_slow_step, {}, record, None, launcher)
+        )
+        pipeline_thread.start()
+        deadline = time.monotonic() + 30
+        while not api.writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        running = copy.deepcopy(api.writes)
+        release_slow.set()
+        pipeline_thread.join(timeout=30)
+        launcher.close()
+    finally:
+        release_slow.set()
+        engine.close()
+
+    (name,) = api.objects
+    assert running == [(name, "running")]
+    assert api.writes == [(name, "running"), (name, "completed")]
+    assert api.objects[name]["status"]["outputs"]
+
+
+class RejectingApi(RecordingApi):
+    """Rejects every StepRun creation as an API server rejects an invalid object."""
+
+    def __init__(self) -> None:
+        super().__init__(hold_running=False)
+        self.rejected = threading.Event()
+
+    def create_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.rejected.set()
+        error = ApiException(status=422, reason="Unprocessable Entity")
+        error.body = '{"message": "spec.inputs: Invalid value: too many"}'
+        raise error
+
+
+rejecting_api = RejectingApi()
+
+
+@pipeline(dynamic=True, enable_cache=False)
+def two_calls_after_a_rejection() -> None:
+    quick(1)
+    # The first StepRun's creation has been refused by then: the next call reports it.
+    rejecting_api.rejected.wait(timeout=30)
+    time.sleep(0.1)
+    quick(2)
+
+
+def test_a_steprun_the_api_server_rejects_fails_the_next_call_naming_it(tmp_path: Path) -> None:
+    engine = LocalEngine(Settings(home=str(tmp_path / "home")))
+    try:
+        record, launcher = launch(rejecting_api, engine, "rejected", two_calls_after_a_rejection)
+        with pytest.raises(RunFailed) as failure:
+            run_dynamic(engine, two_calls_after_a_rejection, {}, record, None, launcher)
+        launcher.close()
+    finally:
+        engine.close()
+
+    message = str(failure.value)
+    assert "creating StepRun default/rejected-quick" in message
+    assert "spec.inputs: Invalid value: too many" in message
+    assert rejecting_api.writes == []
+
+
+class StalledApi(RecordingApi):
+    """Holds every write, creations and statuses, until released."""
 
     def __init__(self) -> None:
         super().__init__(hold_running=False)
         self.released = threading.Event()
+
+    def create_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.released.wait(timeout=60)
+        return super().create_namespaced_custom_object(*args, **kwargs)
 
     def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self.released.wait(timeout=60)
@@ -132,7 +247,7 @@ class StalledStatusApi(RecordingApi):
 def test_the_pipeline_goes_on_while_status_writes_wait_and_closing_writes_them_all(
     tmp_path: Path,
 ) -> None:
-    api = StalledStatusApi()
+    api = StalledApi()
     engine = LocalEngine(Settings(home=str(tmp_path / "home")))
     try:
         record, launcher = launch(api, engine, "stalled")
@@ -145,9 +260,9 @@ def test_the_pipeline_goes_on_while_status_writes_wait_and_closing_writes_them_a
         pipeline_thread = threading.Thread(target=run)
         pipeline_thread.start()
 
-        # All three steps run to the end although no status could be written yet.
+        # All three steps run to the end although no StepRun could be written yet.
         assert finished.wait(timeout=30)
-        assert len(api.objects) == 3
+        assert api.objects == {}
         assert api.writes == []
 
         api.released.set()
@@ -157,5 +272,6 @@ def test_the_pipeline_goes_on_while_status_writes_wait_and_closing_writes_them_a
         api.released.set()
         engine.close()
 
+    assert len(api.objects) == 3
     assert {body["status"]["phase"] for body in api.objects.values()} == {"completed"}
     assert all(phase == "completed" for _, phase in api.writes[-3:])

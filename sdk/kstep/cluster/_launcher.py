@@ -10,23 +10,27 @@ from the metadata store (`ReplayIndex`), and a call whose StepRun already exists
 re-attached to it (an isolated one still running is waited for; an inline one whose
 orchestrator died runs again as a new attempt).
 
-The status of a StepRun the orchestrator owns is written by one writer thread, in order, so
-that a step's outcome never waits for the API server: the next call of the pipeline function
-starts at once. A status not yet written when the orchestrator dies is not lost work: the
-replay finds the step completed in the metadata store and writes its StepRun's status then.
+A StepRun the orchestrator owns is created, and its status written, by one writer thread, in
+order, so that a step never waits for the API server: an inline call starts as soon as its row
+is recorded, and the next call of the pipeline function starts as soon as its outcome is. A
+StepRun or status not yet written when the orchestrator dies is not lost work: the replay finds
+the step in the metadata store and writes its StepRun then.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kstep._errors import ExecutionError
 from kstep.cluster import names
+from kstep.cluster._kube import api_error
 from kstep.cluster._watching import Watch, WatchEvent
 from kstep.cluster.objects import step_run_manifest, succeeded_condition
 from kstep.cluster.specs import API_VERSION, GROUP, VERSION
@@ -40,7 +44,7 @@ from kstep.engine._attempts import (
 )
 from kstep.runner import StepOutcome
 from kstep.runner._request import bindings_to_json
-from kstep.stores.metadata import ArtifactVersionRecord, utcnow
+from kstep.stores.metadata import ArtifactVersionRecord
 
 if TYPE_CHECKING:
     from kstep._pipelines import Pipeline
@@ -52,6 +56,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENDED = ("completed", "cached", "failed", "cancelled", "skipped")
+
+# How long a StepRun's running status waits before it is written: an inline step that ends
+# sooner shows its outcome straight away, for one status write instead of two.
+RUNNING_STATUS_HOLD_SECONDS = 0.2
 
 
 class StepRunTracker:
@@ -137,6 +145,7 @@ class ClusterLauncher(AttemptLauncher):
         *,
         run_object: dict[str, Any],
         tracker: StepRunTracker,
+        running_status_hold: float = RUNNING_STATUS_HOLD_SECONDS,
     ) -> None:
         super().__init__(engine, run, pipeline.enable_cache, replay)
         self.pipeline = pipeline
@@ -145,7 +154,8 @@ class ClusterLauncher(AttemptLauncher):
         self.namespace = run_object["metadata"]["namespace"]
         self._definitions: dict[int, dict[str, Any]] = {}
         self._ours: set[str] = set()
-        self._statuses = _StatusWriter(tracker)
+        self._started: dict[str, str] = {}
+        self._statuses = _StatusWriter(tracker, running_status_hold)
 
     def close(self) -> None:
         """Write every status still queued; call before the orchestrator exits."""
@@ -164,7 +174,7 @@ class ClusterLauncher(AttemptLauncher):
             self._definitions[key] = step_definition(self.pipeline, step)
         return self._definitions[key]
 
-    def _ensure_object(
+    def _manifest(
         self,
         invocation_id: str,
         step: Step[..., Any],
@@ -175,12 +185,6 @@ class ClusterLauncher(AttemptLauncher):
         executor: str,
         fingerprint: str | None,
     ) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        name = self._name(invocation_id)
-        existing = self.tracker.get(name)
-        if existing is not None:
-            return existing
         body = step_run_manifest(
             self.run_object,
             invocation_id,
@@ -191,24 +195,10 @@ class ClusterLauncher(AttemptLauncher):
             executor=executor,
             input_fingerprint=fingerprint,
         )
-        body = {"apiVersion": API_VERSION, "kind": "StepRun", **body}
-        try:
-            created = self.tracker.api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "stepruns", body
-            )
-        except ApiException as error:
-            if error.status != 409:
-                raise
-            created = self.tracker.api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "stepruns", name
-            )
-        self._ours.add(name)
-        self.tracker.put(created)
-        return dict(created)
+        return {"apiVersion": API_VERSION, "kind": "StepRun", **body}
 
-    def _object_for(self, prepared: PreparedInvocation, executor: str) -> dict[str, Any]:
-        """The StepRun of a prepared invocation, created if this run has none yet."""
-        return self._ensure_object(
+    def _prepared_manifest(self, prepared: PreparedInvocation, executor: str) -> dict[str, Any]:
+        return self._manifest(
             prepared.invocation_id,
             prepared.step,
             _inputs_json(prepared),
@@ -218,8 +208,19 @@ class ClusterLauncher(AttemptLauncher):
             fingerprint=prepared.input_fingerprint,
         )
 
-    def _set_status(self, step_run: dict[str, Any], status: dict[str, Any]) -> None:
-        self._statuses.put(step_run["metadata"]["name"], status)
+    def _own(self, name: str, manifest: Callable[[], dict[str, Any]]) -> None:
+        """Have the writer create StepRun `name` for this orchestrator, unless it exists."""
+        if name in self._ours or self.tracker.get(name) is not None:
+            return
+        self._ours.add(name)
+        self._statuses.create(name, manifest())
+
+    def _start_time(self, name: str) -> str:
+        """When the StepRun's first attempt started (now, for a first attempt)."""
+        if name not in self._started:
+            known = self.tracker.get(name)
+            self._started[name] = ((known or {}).get("status") or {}).get("startTime") or _now()
+        return self._started[name]
 
     def _record_ended(
         self,
@@ -228,18 +229,19 @@ class ClusterLauncher(AttemptLauncher):
         outputs: dict[str, ArtifactVersionRecord],
         reason: str,
     ) -> None:
-        step_run = self._object_for(prepared, "orchestrator")
-        stamp = _now()
-        self._set_status(
-            step_run,
+        name = self._name(prepared.invocation_id)
+        self._own(name, lambda: self._prepared_manifest(prepared, "orchestrator"))
+        started = self._start_time(name)
+        self._statuses.put(
+            name,
             {
                 "phase": phase,
                 "cached": phase == "cached",
                 "attempts": 0 if phase == "cached" else max(prepared.attempts, 1),
                 "stepRunId": prepared.step_run_ids[-1] if prepared.step_run_ids else None,
                 "outputs": {name: record.id for name, record in outputs.items()},
-                "startTime": (step_run.get("status") or {}).get("startTime") or stamp,
-                "completionTime": stamp,
+                "startTime": started,
+                "completionTime": _now(),
                 "reason": reason,
             },
         )
@@ -267,27 +269,32 @@ class ClusterLauncher(AttemptLauncher):
         self, invocation_id: str, step: Step[..., Any], upstream: list[str], reason: str
     ) -> str:
         step_run_id = super().record_skipped(invocation_id, step, upstream, reason)
-        step_run = self._ensure_object(
-            invocation_id,
-            step,
-            {},
-            upstream,
-            cache_key=None,
-            executor="orchestrator",
-            fingerprint=None,
+        name = self._name(invocation_id)
+        existing = self.tracker.get(name)
+        if existing is not None and _phase(existing) in ENDED:
+            return step_run_id
+        self._own(
+            name,
+            lambda: self._manifest(
+                invocation_id,
+                step,
+                {},
+                upstream,
+                cache_key=None,
+                executor="orchestrator",
+                fingerprint=None,
+            ),
         )
-        if _phase(step_run) not in ENDED:
-            stamp = _now()
-            self._set_status(
-                step_run,
-                {
-                    "phase": "skipped",
-                    "reason": "Skipped",
-                    "message": reason[:4096],
-                    "stepRunId": step_run_id,
-                    "completionTime": stamp,
-                },
-            )
+        self._statuses.put(
+            name,
+            {
+                "phase": "skipped",
+                "reason": "Skipped",
+                "message": reason[:4096],
+                "stepRunId": step_run_id,
+                "completionTime": _now(),
+            },
+        )
         return step_run_id
 
     # -------------------------------------------------------------- attempts
@@ -295,6 +302,7 @@ class ClusterLauncher(AttemptLauncher):
     def start(
         self, prepared: PreparedInvocation, on_done: OnDone, *, here: bool = False
     ) -> RunningAttempt:
+        self._statuses.raise_failure()
         name = self._name(prepared.invocation_id)
         existing = self.tracker.get(name)
         if existing is not None and name not in self._ours:
@@ -333,40 +341,49 @@ class ClusterLauncher(AttemptLauncher):
         if _phase(existing) in ("failed", "cancelled"):
             on_done(self._outcome(existing))
             return RunningAttempt()
-        # An inline step of an orchestrator that is gone: its attempt is lost; run it here.
+        # An inline step of an orchestrator that is gone: its attempt is lost (its row was
+        # marked failed when this orchestrator started); it runs here as the next attempt.
         status = existing.get("status") or {}
-        lost = status.get("stepRunId")
-        if lost:
-            self.stores.metadata.update_step_run(
-                lost,
-                status="failed",
-                finished_at=utcnow(),
-                error_message="the orchestrator running it stopped; the step runs again",
-            )
         prepared.attempt_base = max(prepared.attempt_base, int(status.get("attempts") or 0))
         return None
 
     def _start_isolated(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
-        step_run = self._object_for(prepared, "operator")
+        # Created at once: the operator runs the step from its StepRun.
+        from kubernetes.client.exceptions import ApiException
+
+        name = self._name(prepared.invocation_id)
+        if self.tracker.get(name) is None:
+            body = self._prepared_manifest(prepared, "operator")
+            try:
+                created = self.tracker.api.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "stepruns", body
+                )
+            except ApiException as error:
+                if error.status != 409:
+                    raise api_error(error, f"creating StepRun {self.namespace}/{name}") from None
+                created = self.tracker.api.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "stepruns", name
+                )
+            self.tracker.put(created)
+        self._ours.add(name)
         prepared.attempts += 1
-        self.tracker.when_ended(
-            step_run["metadata"]["name"], lambda body: on_done(self._outcome(body))
-        )
+        self.tracker.when_ended(name, lambda body: on_done(self._outcome(body)))
         return RunningAttempt()
 
     def _start_inline(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
-        step_run = self._object_for(prepared, "orchestrator")
-        started = (step_run.get("status") or {}).get("startTime") or _now()
+        name = self._name(prepared.invocation_id)
+        self._own(name, lambda: self._prepared_manifest(prepared, "orchestrator"))
+        started = self._start_time(name)
 
         def done(outcome: StepOutcome) -> None:
-            self._record_inline(prepared, step_run, outcome, started)
+            self._record_inline(prepared, name, outcome, started)
             on_done(outcome)
 
         handle = super().start(prepared, done)
         # Queued after the attempt began (its step run id exists then); a quick step's
         # outcome may be queued first, and the writer then keeps the outcome.
         self._statuses.put(
-            step_run["metadata"]["name"],
+            name,
             {
                 "phase": "running",
                 "attempts": prepared.attempt_base + prepared.attempts,
@@ -381,7 +398,7 @@ class ClusterLauncher(AttemptLauncher):
     def _record_inline(
         self,
         prepared: PreparedInvocation,
-        step_run: dict[str, Any],
+        name: str,
         outcome: StepOutcome,
         started: str,
     ) -> None:
@@ -406,7 +423,7 @@ class ClusterLauncher(AttemptLauncher):
                 completionTime=_now(),
                 message=_message(outcome),
             )
-        self._set_status(step_run, status)
+        self._statuses.put(name, status)
 
     def _outcome(self, step_run: dict[str, Any]) -> StepOutcome:
         status = step_run.get("status") or {}
@@ -430,21 +447,34 @@ class ClusterLauncher(AttemptLauncher):
 
 
 class _StatusWriter:
-    """Writes the status of the orchestrator's StepRuns on one thread, in order.
+    """Creates the orchestrator's StepRuns and writes their status, on one thread, in order.
 
     Statuses queued for a StepRun whose earlier one is not sent yet are merged into it (a
-    merge patch of both at once equals the two in turn), so a quick step costs one write,
-    and an outcome is never overtaken by the running status of the same attempt.
+    merge patch of both at once equals the two in turn), so an outcome is never overtaken by
+    the running status of the same attempt. A status that does not end its StepRun waits
+    `hold` seconds before it is sent, so a step that ends sooner costs a create and one status
+    write instead of two: most inline steps end within milliseconds.
     """
 
-    def __init__(self, tracker: StepRunTracker) -> None:
+    def __init__(self, tracker: StepRunTracker, hold: float) -> None:
         self._tracker = tracker
-        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._hold = hold
+        # Per StepRun: its manifest while not created yet, the status to write, when it is due.
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._ended: set[str] = set()
+        self._failure: ExecutionError | None = None
+        self._uncreated: set[str] = set()
         self._busy = False
         self._closed = False
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+
+    def create(self, name: str, manifest: dict[str, Any]) -> None:
+        """Queue the creation of StepRun `name` (before any status queued for it)."""
+        with self._changed:
+            entry = self._pending.setdefault(name, _Pending())
+            entry.manifest = manifest
+            self._wake()
 
     def put(self, name: str, status: dict[str, Any], *, unless_ended: bool = False) -> None:
         """Queue `status` for StepRun `name`.
@@ -453,19 +483,24 @@ class _StatusWriter:
         queued or written by this writer already.
         """
         with self._changed:
-            if unless_ended and name in self._ended:
+            if (unless_ended and name in self._ended) or name in self._uncreated:
                 return
-            if status.get("phase") in ENDED:
+            ends = status.get("phase") in ENDED
+            if ends:
                 self._ended.add(name)
             elif status.get("phase"):
                 self._ended.discard(name)
-            self._pending[name] = {**self._pending.get(name, {}), **status}
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._write_all, name="kstep-status-writer", daemon=True
-                )
-                self._thread.start()
-            self._changed.notify_all()
+            entry = self._pending.setdefault(name, _Pending())
+            entry.status.update(status)
+            due = time.monotonic() + (0.0 if ends else self._hold)
+            entry.due = due if entry.due is None else min(entry.due, due)
+            self._wake()
+
+    def raise_failure(self) -> None:
+        """Raise why a StepRun could not be created, if one could not."""
+        with self._changed:
+            if self._failure is not None:
+                raise self._failure
 
     def close(self) -> None:
         """Wait until everything queued is written, then stop the thread."""
@@ -475,25 +510,76 @@ class _StatusWriter:
             while self._pending or self._busy:
                 self._changed.wait()
 
+    def _wake(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._write_all, name="kstep-status-writer", daemon=True
+            )
+            self._thread.start()
+        self._changed.notify_all()
+
+    def _next(self) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None] | None:
+        """The first StepRun with something due: (name, manifest, status); None to stop.
+
+        Waits while nothing is due. A StepRun's status leaves with its creation only if due.
+        """
+        while True:
+            now = time.monotonic()
+            soonest: float | None = None
+            for name, entry in self._pending.items():
+                status_due = entry.due is not None and (self._closed or entry.due <= now)
+                if entry.manifest is None and not status_due:
+                    soonest = entry.due if soonest is None else min(soonest, entry.due or now)
+                    continue
+                manifest, entry.manifest = entry.manifest, None
+                if entry.due is None or status_due:
+                    del self._pending[name]
+                return name, manifest, entry.status if status_due else None
+            if not self._pending and self._closed:
+                return None
+            self._changed.wait(None if soonest is None else max(soonest - now, 0.001))
+
     def _write_all(self) -> None:
         while True:
             with self._changed:
-                while not self._pending and not self._closed:
-                    self._changed.wait()
-                if not self._pending:
+                work = self._next()
+                if work is None:
                     return
-                name, status = self._pending.popitem(last=False)
                 self._busy = True
+            name, manifest, status = work
             try:
-                self._write(name, status)
+                if manifest is not None:
+                    self._create(name, manifest)
+                if status is not None:
+                    self._write(name, status)
             except Exception:
                 # The step's work is recorded in the metadata store; a status lost here is
                 # written again when a replay finds the StepRun behind its step run.
-                logger.exception("Writing the status of StepRun %s failed.", name)
+                logger.exception("Writing StepRun %s failed.", name)
             finally:
                 with self._changed:
                     self._busy = False
                     self._changed.notify_all()
+
+    def _create(self, name: str, manifest: dict[str, Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        api, namespace = self._tracker.api, self._tracker.namespace
+        try:
+            created = api.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "stepruns", manifest
+            )
+        except ApiException as error:
+            if error.status != 409:
+                failure = api_error(error, f"creating StepRun {namespace}/{name}")
+                with self._changed:
+                    # Its statuses cannot be written; the pipeline's next call fails with this.
+                    self._pending.pop(name, None)
+                    self._uncreated.add(name)
+                    self._failure = self._failure or ExecutionError(str(failure))
+                raise failure from None
+            created = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "stepruns", name)
+        self._tracker.put(created)
 
     def _write(self, name: str, status: dict[str, Any]) -> None:
         if "phase" in status:
@@ -502,6 +588,15 @@ class _StatusWriter:
             GROUP, VERSION, self._tracker.namespace, "stepruns", name, {"status": status}
         )
         self._tracker.put(patched)
+
+
+@dataclasses.dataclass
+class _Pending:
+    """What the status writer still has to do for one StepRun."""
+
+    manifest: dict[str, Any] | None = None
+    status: dict[str, Any] = dataclasses.field(default_factory=dict)
+    due: float | None = None
 
 
 def _inputs_json(prepared: PreparedInvocation) -> dict[str, Any]:

@@ -140,7 +140,9 @@ def _orchestrate(
         logs_uri=logs_uri,
         owner={**(record.owner or {}), "pod": os.environ.get("KSTEP_POD_NAME")},
     )
-    replay = ReplayIndex(metadata.step_runs_of(run_id))
+    step_runs = metadata.step_runs_of(run_id)
+    _fail_lost_attempts(metadata, step_runs)
+    replay = ReplayIndex(step_runs)
     tracker = StepRunTracker(
         api, run_object["metadata"]["namespace"], run_object["metadata"]["name"]
     )
@@ -173,6 +175,25 @@ def _orchestrate(
     finally:
         writer.close()
         tracker.stop()
+
+
+def _fail_lost_attempts(metadata: Any, step_runs: list[Any]) -> None:
+    """Fail the inline attempts an earlier orchestrator pod of this run left unfinished.
+
+    A run has one orchestrator pod at a time and its inline steps run on that pod's threads,
+    so an inline attempt still pending or running when a pod starts died with the pod before
+    it; the replay runs it again as the next attempt.
+    """
+    from kstep.stores.metadata import utcnow
+
+    for row in step_runs:
+        if row.runtime == "inline" and row.status in ("pending", "running"):
+            metadata.update_step_run(
+                row.id,
+                status="failed",
+                finished_at=utcnow(),
+                error_message="the orchestrator running it stopped; the step runs again",
+            )
 
 
 def _terminate(message: str) -> None:
