@@ -118,6 +118,25 @@ def test_s3_store_reads_a_version_it_committed_without_downloading_it(
     assert [key for key in theirs if key.startswith("kstep/artifacts/small/")]
 
 
+def test_s3_store_puts_a_small_file_without_waiting_for_100_continue(
+    s3_store: S3ArtifactStore,
+) -> None:
+    sent: list[dict[str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        sent.append(dict(request.headers))
+
+    s3_store.client.meta.events.register("before-send.s3.PutObject", record)
+    staged = s3_store.stage("small", "v2")
+    JsonMaterializer(staged).save({"rows": [1]})
+    uri = staged.commit()
+
+    # One request, body and headers together: no round trip waits for the server's answer.
+    assert len(sent) == 1
+    assert "Expect" not in sent[0]
+    assert JsonMaterializer(s3_store.location(uri)).load(dict) == {"rows": [1]}
+
+
 def test_s3_store_reports_a_missing_file_of_a_version(s3_store: S3ArtifactStore) -> None:
     staged = s3_store.stage("thing", "v1")
     JsonMaterializer(staged).save([1])
