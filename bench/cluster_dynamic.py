@@ -445,9 +445,11 @@ METHOD = """## Method
   pod, calls the inline step `inc` `size` times, either chained synchronously (each call
   waits for the previous one's output and blocks until its step ended) or submitted all at
   once (the orchestrator's 16 inline threads run them) and then awaited in order. Every
-  invocation is a StepRun the orchestrator creates and whose status it writes (running,
-  then completed), a step-run row and its outputs in Postgres, and its output artifact and
-  log in S3.
+  invocation is a StepRun the orchestrator creates and whose status it writes (its outcome;
+  a running status first if the step runs longer than 0.2 s, which `inc` never does), a
+  step-run row and its outputs in Postgres, and its output artifact and log in S3. The
+  orchestrator's writer thread creates the StepRuns and writes their statuses while the
+  function goes on.
   - *per step*: the function's own run time (`time.perf_counter()` from its first line to
     the last step's end, printed to the run's log) divided by `size`. It leaves out the
     pod's start and the run's recording, and includes every StepRun write.
@@ -456,10 +458,11 @@ METHOD = """## Method
   - *from the run's status*: the operator's `startTime` (when it saw the run) to its
     `completionTime` (when it saw the orchestrator Job end), divided by `size`: includes
     the orchestrator pod's start and exit.
-  - *step cycle*: consecutive StepRuns' `status.startTime` (the orchestrator stamps it once
-    the StepRun is created), differences; n = size - 1 per round. *StepRun span*: each
-    StepRun's `completionTime` (stamped when the step body and its recording in Postgres
-    and S3 ended, before the status write) minus its `startTime`.
+  - *step cycle*: consecutive StepRuns' `status.startTime` (the orchestrator stamps it when
+    it starts the call's attempt, before a thread takes it), differences; n = size - 1 per
+    round.
+    *StepRun span*: each StepRun's `completionTime` (stamped when the step body and its
+    recording in Postgres and S3 ended, before the status write) minus its `startTime`.
   - *CPU*: user + system time from `/proc`, read before and after each run, of the
     benchmark's process tree by command line. Pods that ended were reaped by the kubelet
     stand-in in the benchmark process; their time is the "exited children" line (the
