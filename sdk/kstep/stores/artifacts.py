@@ -557,13 +557,17 @@ class _S3Log(LogWriter):
         self._sequence = 0
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
-        self._flusher.start()
+        # Started on the first write: steps that print nothing cost no thread.
+        self._flusher: threading.Thread | None = None
 
     def write(self, text: str) -> None:
         with self._lock:
-            if not self._closed.is_set():
-                self._buffer.append(text)
+            if self._closed.is_set():
+                return
+            self._buffer.append(text)
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
+                self._flusher.start()
 
     def _flush(self) -> None:
         with self._lock:
@@ -583,11 +587,13 @@ class _S3Log(LogWriter):
             self._flush()
 
     def close(self) -> None:
-        self._closed.set()
+        with self._lock:
+            self._closed.set()
+            flusher = self._flusher
         # A part the flusher is uploading right now must land before the last one, so that
         # a reader listing the parts after the step ended finds them all.
-        if self._flusher is not threading.current_thread():
-            self._flusher.join()
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join()
         self._flush()
 
 
