@@ -49,19 +49,22 @@ def test_orchestrator_pods_deleted_at_random_never_repeat_completed_steps(
         recorded = kstep_cluster.client().get_run(run["status"]["runId"])
         assert recorded.steps["square"].outputs["output"].load() == (4 + 4) ** 2
     # A body that reached its end in a pod killed before the step's outcome was recorded did
-    # not complete: that attempt stays unfinished (or is recorded as lost) and the step runs
-    # again. What must never happen is a second recorded completion, or a body ending more
-    # often than one completion plus the attempts that never recorded theirs allow. (A
-    # `cached` row reuses another execution's outputs: nothing ran.)
+    # not complete: that attempt is recorded as failed and the step runs again. What must
+    # never happen is a second recorded completion, or a body ending more often than one
+    # completion plus the attempts that never recorded theirs allow. (A `cached` row reuses
+    # another execution's outputs: nothing ran.)
     ends = {
         key: count for key, count in side_channel_counts(side_channel).items() if key[2] == "end"
     }
     metadata = kstep_cluster.client().stores.metadata
     repeated: dict[tuple[str, str], str] = {}
+    unfinished: list[tuple[str, str, str]] = []
     for name, run in runs.items():
         statuses: dict[str, list[str]] = {}
         for row in metadata.step_runs_of(run["status"]["runId"]):
             statuses.setdefault(row.invocation_id, []).append(row.status)
+            if row.runtime == "inline" and row.status in ("pending", "running"):
+                unfinished.append((name, row.invocation_id, row.status))
         for invocation, found in statuses.items():
             completions = found.count("completed")
             unrecorded = sum(1 for status in found if status in ("failed", "running"))
@@ -69,3 +72,5 @@ def test_orchestrator_pods_deleted_at_random_never_repeat_completed_steps(
             if completions > 1 or executed > completions + unrecorded:
                 repeated[(name, invocation)] = f"{executed} ends; attempts {found}"
     assert not repeated, f"completed steps executed again: {repeated}"
+    # Each inline attempt a deleted pod was running is recorded as failed by the next pod.
+    assert not unfinished, f"inline attempts left unfinished in completed runs: {unfinished}"
