@@ -357,6 +357,22 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in after}
 
 
+def wait_quiet(limit: float = 60.0, window: float = 2.0, busy: float = 0.1) -> float:
+    """Wait until the test bed's processes use under `busy` of a core over `window` seconds.
+
+    A workload leaves work behind (the controllers settling hundreds of finished Jobs and pods,
+    the operator's last status writes): the next one starts once that is done, or after
+    `limit` seconds. Returns the seconds waited.
+    """
+    began = time.monotonic()
+    while time.monotonic() - began < limit:
+        before = sum(cpu_seconds().values())
+        time.sleep(window)
+        if sum(cpu_seconds().values()) - before < busy * window:
+            break
+    return time.monotonic() - began
+
+
 # ------------------------------------------------------------------ the machine
 
 
