@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from kstep.cluster._kube import throttle_token_checks
 from kstep.cluster.specs import GROUP, VERSION
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Kube:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         configuration = client.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = connections
+        throttle_token_checks(configuration)
         return cls(client.ApiClient(configuration))
 
     def request(

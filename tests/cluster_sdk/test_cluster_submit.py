@@ -77,6 +77,27 @@ def test_connect_uses_the_namespace_of_the_kubeconfig_context(tmp_path: Path) ->
     assert current[0].configuration.host == "https://127.0.0.1:1"
 
 
+def test_a_kubeconfig_client_checks_its_token_at_most_every_ten_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG, encoding="utf-8")
+    configuration = connect(path)[0].configuration
+
+    # A check copies the kubeconfig's settings into the client again, the host among them.
+    assert configuration.get_api_key_with_prefix("BearerToken") == "Bearer secret"
+    configuration.host = "https://moved:2"
+    for _ in range(5):
+        assert configuration.get_api_key_with_prefix("BearerToken") == "Bearer secret"
+    checked_meanwhile = configuration.host != "https://moved:2"
+    started = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: started + 11)
+    configuration.get_api_key_with_prefix("BearerToken")
+
+    assert not checked_meanwhile
+    assert configuration.host == "https://127.0.0.1:1"
+
+
 def test_connect_names_the_kubeconfig_it_cannot_load(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match=r"cannot load the kubeconfig .*/missing \(context"):
         connect(tmp_path / "missing")

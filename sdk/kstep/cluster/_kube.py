@@ -63,10 +63,44 @@ def connect(
         raise ClusterError(
             f"cannot load the kubeconfig {where} (context {context or 'current'}): {error}"
         ) from None
+    throttle_token_checks(api_client.configuration)
     chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
     namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
     logger.debug("Connected through %s, context %s.", where, (chosen or {}).get("name"))
     return api_client, namespace
+
+
+# How often a kubeconfig client checks whether its token needs refreshing.
+_TOKEN_CHECK_SECONDS = 10.0
+
+
+def throttle_token_checks(configuration: Any) -> None:
+    """Have a client from a kubeconfig check its token at most every `_TOKEN_CHECK_SECONDS`.
+
+    The kubeconfig loader hooks a check before every request that also copies all of its
+    settings into the client again: a millisecond of CPU per request. Tokens are refreshed
+    five minutes before they expire, so a check every few seconds still refreshes in time.
+    """
+    import time
+
+    hook = getattr(configuration, "refresh_api_key_hook", None)
+    if hook is None:
+        return
+    state: dict[str, Any] = {"check": hook, "last": float("-inf")}
+
+    def throttled(client_configuration: Any) -> None:
+        now = time.monotonic()
+        if now - state["last"] < _TOKEN_CHECK_SECONDS:
+            return
+        state["last"] = now
+        state["check"](client_configuration)
+        # A check installs a new hook of its own: it becomes the next check, behind this one.
+        renewed = client_configuration.refresh_api_key_hook
+        if renewed is not throttled:
+            state["check"] = renewed
+            client_configuration.refresh_api_key_hook = throttled
+
+    configuration.refresh_api_key_hook = throttled
 
 
 def api_error(error: Exception, action: str) -> ClusterError:
