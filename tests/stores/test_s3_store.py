@@ -18,7 +18,7 @@ from kstep._errors import ArtifactLoadError
 from kstep.materializers import BytesMaterializer, JsonMaterializer
 from kstep.materializers._numpy import NumpyMaterializer
 from kstep.materializers._pandas import PandasMaterializer
-from kstep.stores.artifacts import S3ArtifactStore
+from kstep.stores.artifacts import INLINE_VERSION_BYTES, S3ArtifactStore
 
 pytestmark = pytest.mark.s3
 
@@ -36,13 +36,35 @@ def s3_credentials(s3: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture
 def s3_store(s3_credentials: Any, tmp_path: Path) -> Iterator[S3ArtifactStore]:
+    # Every version as S3 objects, however small: versions kept in their URI have their own
+    # tests (`inline_store`).
     yield S3ArtifactStore(
         f"s3://{s3_credentials.bucket}/kstep",
         endpoint_url=s3_credentials.endpoint_url,
         region=s3_credentials.region,
         cache_dir=str(tmp_path / "cache"),
         log_flush_seconds=0.2,
+        inline_bytes=0,
     )
+
+
+def inline_store(s3_credentials: Any, cache_dir: Path) -> S3ArtifactStore:
+    """A store with the default size up to which a version is kept in its URI."""
+    return S3ArtifactStore(
+        f"s3://{s3_credentials.bucket}/kstep",
+        endpoint_url=s3_credentials.endpoint_url,
+        region=s3_credentials.region,
+        cache_dir=str(cache_dir),
+    )
+
+
+def count_puts(store: S3ArtifactStore) -> list[str]:
+    """The keys of every PutObject request the store's client makes from now on."""
+    keys: list[str] = []
+    store.client.meta.events.register(
+        "before-parameter-build.s3.PutObject", lambda params, **_: keys.append(params["Key"])
+    )
+    return keys
 
 
 def object_keys(store: S3ArtifactStore, prefix: str) -> list[str]:
@@ -137,6 +159,74 @@ def test_s3_store_puts_a_small_file_without_waiting_for_100_continue(
     assert JsonMaterializer(s3_store.location(uri)).load(dict) == {"rows": [1]}
 
 
+@pytest.mark.parametrize(
+    ("materializer", "value"),
+    [
+        (JsonMaterializer, {"rows": [1, 2, 3], "name": "iris"}),
+        (BytesMaterializer, b"\x00" * 1000),
+        (NumpyMaterializer, np.arange(20, dtype=np.int64)),
+    ],
+)
+def test_s3_store_keeps_a_small_version_in_its_uri_and_reads_it_anywhere(
+    s3_credentials: Any, tmp_path: Path, materializer: Any, value: Any
+) -> None:
+    store = inline_store(s3_credentials, tmp_path / "cache")
+    elsewhere = inline_store(s3_credentials, tmp_path / "other-cache")
+    puts, gets = count_puts(store), count_gets(elsewhere)
+    staged = store.stage("small", "v1")
+    materializer(staged).save(value)
+
+    uri = staged.commit()
+    here = materializer(store.location(uri)).load(type(value))
+    there = materializer(elsewhere.location(uri)).load(type(value))
+
+    assert uri.startswith("data:")
+    assert puts == []
+    assert gets == []
+    assert object_keys(store, "kstep/artifacts/small/") == []
+    assert store.exists(uri)
+    assert elsewhere.exists(uri)
+    for loaded in (here, there):
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(loaded, value)
+        else:
+            assert loaded == value
+
+
+def test_s3_store_uploads_a_version_over_the_inline_size(
+    s3_credentials: Any, tmp_path: Path
+) -> None:
+    store = inline_store(s3_credentials, tmp_path / "cache")
+    staged = store.stage("larger", "v1")
+    BytesMaterializer(staged).save(b"\x01" * (INLINE_VERSION_BYTES + 1))
+
+    uri = staged.commit()
+
+    assert uri == f"s3://{store.bucket}/kstep/artifacts/larger/v1"
+    assert object_keys(store, "kstep/artifacts/larger/v1/")
+    assert BytesMaterializer(store.location(uri)).load(bytes) == b"\x01" * (
+        INLINE_VERSION_BYTES + 1
+    )
+
+
+def test_s3_store_names_a_damaged_inline_version_without_printing_it(
+    s3_credentials: Any, tmp_path: Path
+) -> None:
+    store = inline_store(s3_credentials, tmp_path / "cache")
+    staged = store.stage("small", "v2")
+    JsonMaterializer(staged).save([1, 2])
+    uri = staged.commit()
+    damaged = uri[:-8] + "!!!!!!!!"
+
+    with pytest.raises(ArtifactLoadError, match="is damaged") as failure:
+        store.location(damaged)
+    with pytest.raises(ArtifactLoadError, match=r"'other.json' is not in .* files are"):
+        store.location(uri).open("other.json")
+
+    assert "kept in its metadata row" in str(failure.value)
+    assert damaged not in str(failure.value)
+
+
 def test_s3_store_reports_a_missing_file_of_a_version(s3_store: S3ArtifactStore) -> None:
     staged = s3_store.stage("thing", "v1")
     JsonMaterializer(staged).save([1])
@@ -191,15 +281,17 @@ def test_s3_and_postgres_run_a_pipeline_end_to_end(
         mean(values)
         steps_isolated.describe_context(3, after=values)
 
-    first = cloud(5)
-    second = cloud(5)
+    # 500 rows are over the size a version is kept in its URI; their mean is under it.
+    first = cloud(500)
+    second = cloud(500)
 
     client = Client()
     run = client.get_run(first.id)
     assert run.status == "completed"
-    assert run.steps["mean"].outputs["output"].load() == 2.0
+    assert run.steps["mean"].outputs["output"].load() == 249.5
+    assert run.steps["mean"].outputs["output"].uri.startswith("data:")
     assert run.steps["rows"].outputs["output"].uri.startswith(f"s3://{s3_credentials.bucket}/runs/")
-    assert run.steps["rows"].logs() == "making 5 rows\n"
+    assert run.steps["rows"].logs() == "making 500 rows\n"
     isolated = run.steps["describe_context"]
     assert isolated.outputs["output"].load()["run_id"] == run.id
     assert "to stdout\n" in isolated.logs()

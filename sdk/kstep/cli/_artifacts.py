@@ -10,6 +10,7 @@ import click
 
 from kstep.cli._lookup import find_artifact_version, open_client, user_errors
 from kstep.cli._render import ago, echo_json, local_time, table
+from kstep.stores.artifacts import describe_uri
 
 if TYPE_CHECKING:
     from kstep.client import ArtifactVersion, LineageEdge, StepRun
@@ -91,7 +92,7 @@ def show_version(version: ArtifactVersion) -> None:
     """Print an artifact version's details."""
     click.echo(f"Artifact:      {version.name} version {version.version}")
     click.echo(f"Id:            {version.id}")
-    click.echo(f"URI:           {version.uri}")
+    click.echo(f"URI:           {describe_uri(version.uri)}")
     click.echo(f"Data type:     {version.data_type}")
     click.echo(f"Materializer:  {version.materializer}")
     click.echo(f"Content hash:  {version.content_hash or '-'}")

@@ -30,6 +30,7 @@ from kstep.materializers._base import import_type
 from kstep.runner import _logs
 from kstep.runner._request import StepOutcome, StepRequest
 from kstep.stores import Stores
+from kstep.stores.artifacts import describe_uri
 from kstep.stores.metadata import ArtifactVersionRecord, NewArtifactVersion
 from kstep.stores.metadata.store import new_id
 
@@ -183,7 +184,8 @@ def load_artifact(
         raise ArtifactLoadError(f"{prefix}{label} cannot be loaded: {error}") from error
     except Exception as error:
         raise ArtifactLoadError(
-            f"{prefix}{label} at {record.uri} cannot be loaded with {record.materializer}: "
+            f"{prefix}{label} at {describe_uri(record.uri)} cannot be loaded with "
+            f"{record.materializer}: "
             f"{type(error).__name__}: {error}"
         ) from error
 

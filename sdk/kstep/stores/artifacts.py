@@ -4,12 +4,18 @@ Layout under the root: `artifacts/<artifact name>/<version id>/...` and
 `logs/<run id>/<step run id>.log`. A version is written completely before its metadata row
 exists, and only that row makes it visible, so no reader ever sees a half-written artifact:
 locally the files are written to a staging directory and renamed into place; on S3 each
-object is uploaded whole before the row is inserted.
+object is uploaded whole before the row is inserted. On S3, a version of a few bytes (most
+step outputs: a number, a short list, a small dict) is kept in its URI instead, a `data:` URI
+in the row itself: an upload costs more than such a step, and the row is committed with the
+step's outcome, so the version is exactly as durable as its record.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import posixpath
@@ -29,6 +35,48 @@ logger = logging.getLogger(__name__)
 
 # Files up to this size move to and from S3 in one request; larger ones in parallel parts.
 SINGLE_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+# A version whose files come to at most this many bytes is kept in its URI on S3.
+INLINE_VERSION_BYTES = 2048
+_INLINE_PREFIX = "data:application/vnd.kstep.version+json;base64,"
+
+
+def inline_version_uri(files: dict[str, bytes]) -> str:
+    """A `data:` URI that holds a small version's files themselves."""
+    document = {path: base64.b64encode(data).decode("ascii") for path, data in files.items()}
+    payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return _INLINE_PREFIX + base64.b64encode(payload).decode("ascii")
+
+
+def is_inline(uri: str) -> bool:
+    """Whether `uri` holds its version's files itself (see `inline_version_uri`)."""
+    return uri.startswith("data:")
+
+
+def describe_uri(uri: str) -> str:
+    """`uri` as messages show it: a version kept in its URI is summed up, not printed."""
+    if is_inline(uri):
+        return f"data:... (a version kept in its metadata row, {len(uri)} characters)"
+    return uri
+
+
+def inline_version_files(uri: str) -> dict[str, bytes]:
+    """The files an inline version's URI holds, by relative path.
+
+    Raises:
+        ArtifactLoadError: `uri` is not a URI `inline_version_uri` made, or it is damaged.
+    """
+    if not uri.startswith(_INLINE_PREFIX):
+        raise ArtifactLoadError(
+            f"{describe_uri(uri)} is not a version kept in its URI; such URIs begin with "
+            f"{_INLINE_PREFIX!r}"
+        )
+    try:
+        document = json.loads(base64.b64decode(uri[len(_INLINE_PREFIX) :], validate=True))
+        return {str(path): base64.b64decode(data, validate=True) for path, data in document.items()}
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ArtifactLoadError(f"the version {describe_uri(uri)} is damaged: {error}") from None
 
 
 def check_relative(relative_path: str, uri: str) -> str:
@@ -337,6 +385,7 @@ class S3ArtifactStore(ArtifactStore):
         region: str | None = None,
         cache_dir: str | None = None,
         log_flush_seconds: float = 2.0,
+        inline_bytes: int = INLINE_VERSION_BYTES,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -358,6 +407,8 @@ class S3ArtifactStore(ArtifactStore):
         # Staging directories are made inside it, and a fresh pod has none of its home yet.
         os.makedirs(self.cache_dir, exist_ok=True)
         self.log_flush_seconds = log_flush_seconds
+        # Versions up to this size are kept in their URI; 0 puts every version in S3.
+        self.inline_bytes = inline_bytes
 
     def key(self, *parts: str) -> str:
         """The object key of a path under the root."""
@@ -374,11 +425,15 @@ class S3ArtifactStore(ArtifactStore):
         return _S3Staged(self, self.version_uri(artifact_name, version_id))
 
     def location(self, uri: str) -> ReadLocation:
+        if is_inline(uri):
+            return _InlineRead(uri, self.inline_path(uri))
         return _S3Read(self, uri)
 
     def exists(self, uri: str) -> bool:
         from botocore.exceptions import ClientError
 
+        if is_inline(uri):
+            return uri.startswith(_INLINE_PREFIX)
         bucket, key = parse_s3_uri(uri)
         try:
             answer = self.client.list_objects_v2(Bucket=bucket, Prefix=key + "/", MaxKeys=1)
@@ -430,6 +485,10 @@ class S3ArtifactStore(ArtifactStore):
             return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
         except self.client.exceptions.NoSuchKey:
             raise ArtifactLoadError(f"object {uri} does not exist in the artifact store") from None
+
+    def inline_path(self, uri: str) -> str:
+        """The local folder an inline version's files are written out to when read."""
+        return os.path.join(self.cache_dir, "inline", hashlib.sha256(uri.encode()).hexdigest())
 
     def cached_path(self, uri: str, relative_path: str) -> str:
         """Where one file of a version is kept in the local cache."""
@@ -489,8 +548,11 @@ class _S3Staged(StagedVersion):
         return os.path.exists(self._path(relative_path))
 
     def commit(self) -> str:
+        paths = list(_walk_files(self.base))
+        if sum(os.path.getsize(path) for path in paths) <= self.store.inline_bytes:
+            return self._commit_inline(paths)
         bucket, key = parse_s3_uri(self.uri)
-        for path in _walk_files(self.base):
+        for path in paths:
             relative = os.path.relpath(path, self.base).replace(os.sep, "/")
             if os.path.getsize(path) > SINGLE_REQUEST_BYTES:
                 self.store.client.upload_file(path, bucket, f"{key}/{relative}")
@@ -506,8 +568,58 @@ class _S3Staged(StagedVersion):
         shutil.rmtree(self.base, ignore_errors=True)
         return self.uri
 
+    def _commit_inline(self, paths: list[str]) -> str:
+        files: dict[str, bytes] = {}
+        for path in paths:
+            with open(path, "rb") as file:
+                files[os.path.relpath(path, self.base).replace(os.sep, "/")] = file.read()
+        uri = inline_version_uri(files)
+        # The staged folder holds exactly the version's files: it becomes the folder a read
+        # of this URI looks in, unless an equal version got there first.
+        target = self.store.inline_path(uri)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.rename(self.base, target)
+        shutil.rmtree(self.base, ignore_errors=True)
+        return uri
+
     def discard(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+class _InlineRead(ReadLocation):
+    """A version kept in its URI; each file is written out to a local folder when first read."""
+
+    def __init__(self, uri: str, folder: str) -> None:
+        self.uri = uri
+        self._files = inline_version_files(uri)
+        self._folder = folder
+
+    def open(self, relative_path: str, mode: str = "rb") -> IO[Any]:
+        if any(flag in mode for flag in "wax+"):
+            raise ArtifactPathError(
+                f"artifact {describe_uri(self.uri)} is committed and cannot be written"
+            )
+        return open(self.local_path(relative_path), mode)
+
+    def local_path(self, relative_path: str) -> str:
+        relative = check_relative(relative_path, describe_uri(self.uri))
+        if relative not in self._files:
+            raise ArtifactLoadError(
+                f"artifact file {relative_path!r} is not in {describe_uri(self.uri)}; its "
+                f"files are {sorted(self._files)}"
+            )
+        path = os.path.join(self._folder, relative)
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temporary = f"{path}.part-{threading.get_ident()}"
+            with open(temporary, "wb") as file:
+                file.write(self._files[relative])
+            os.replace(temporary, path)
+        return path
+
+    def exists(self, relative_path: str) -> bool:
+        return check_relative(relative_path, describe_uri(self.uri)) in self._files
 
 
 def _send_without_expect(request: Any, **_: Any) -> None:
