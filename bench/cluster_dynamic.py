@@ -354,6 +354,7 @@ def markdown(results: dict[str, Any]) -> str:
     for key, title in (
         ("chain", "synchronously, in a chain (`value = inc(value)`)"),
         ("fan", "all submitted at once (`inc.submit(i)`), then each awaited"),
+        ("objects", "in a chain with 4 KiB outputs, each an S3 object (`grow`)"),
     ):
         entry = results.get(key)
         if not entry:
@@ -459,10 +460,14 @@ METHOD = """## Method
   waits for the previous one's output and blocks until its step ended) or submitted all at
   once (the orchestrator's 16 inline threads run them) and then awaited in order. Every
   invocation is a StepRun the orchestrator creates and whose status it writes (its outcome;
-  a running status first if the step runs longer than 0.2 s, which `inc` never does), a
-  step-run row and its outputs in Postgres, and its output artifact and log in S3. The
-  orchestrator's writer thread creates the StepRuns and writes their statuses while the
-  function goes on.
+  a running status first if the step runs longer than 0.2 s, which `inc` never does), and a
+  step-run row with its output's version in Postgres. `inc` returns an int, a version of a
+  few bytes that the S3 store keeps in its metadata row (a `data:` URI) rather than as an
+  object; it prints nothing, so it has no log object either. The orchestrator's writer
+  thread creates the StepRuns and writes their statuses while the function goes on.
+- **Chain of S3 objects** (`inline_chain_objects`, one round): the same chain with a step
+  whose output is 4 KiB of bytes, over the size kept in a row, so every step also uploads
+  its output to the S3 server (and the next step reads it from the pod's local cache).
   - *per step*: the function's own run time (`time.perf_counter()` from its first line to
     the last step's end, printed to the run's log) divided by `size`. It leaves out the
     pod's start and the run's recording, and includes every StepRun write.
@@ -500,11 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer and smaller runs")
     parser.add_argument("--output", help="path without extension for the results")
-    parser.add_argument("--only", help="comma-separated: isolated,chain,fan")
+    parser.add_argument("--only", help="comma-separated: isolated,chain,fan,objects")
     parser.add_argument("--rounds", type=int, help="rounds of each workload")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
-    everything = {"isolated", "chain", "fan"}
+    everything = {"isolated", "chain", "fan", "objects"}
     only = set(args.only.split(",")) if args.only else everything
     width = 10 if args.quick else 100
     size = 100 if args.quick else 1000
@@ -547,6 +552,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{size} submitted inline steps, {inline_rounds} rounds...", flush=True)
                     results["fan"] = bench_inline(
                         cluster, watch, workloads.inline_fan, size, inline_rounds, "width"
+                    )
+                if "objects" in only:
+                    print(f"{size} chained inline steps with 4 KiB outputs...", flush=True)
+                    results["objects"] = bench_inline(
+                        cluster, watch, workloads.inline_chain_objects, size, 1, "length"
                     )
                 results["memory"] = peak_rss(cluster)
                 results["orchestrator_peak_rss_mib"] = max(memory.peaks.values(), default=0.0)

@@ -14,7 +14,7 @@ from typing import Any
 
 from operator_workloads import inc, inc_isolated, total
 
-from kstep import pipeline
+from kstep import pipeline, step
 
 MARK = "KSTEP-BENCH "
 
@@ -71,3 +71,20 @@ def inline_fan(width: int = 1000, start: int = 0) -> None:
     for future in futures:
         future.result()
     clock.report(width=width)
+
+
+@step
+def grow(data: bytes) -> bytes:
+    """A new 4 KiB value from the previous one: over the size kept in a metadata row, so
+    every output is an S3 object."""
+    return bytes((byte + 1) % 256 for byte in data)
+
+
+@pipeline(dynamic=True, enable_cache=False)
+def inline_chain_objects(length: int = 1000, start: int = 0) -> None:
+    """`length` synchronous inline calls like `inline_chain`, each output an S3 object."""
+    clock = _Clock()
+    value = grow(bytes([start % 256]) * 4096)
+    for _ in range(length - 1):
+        value = grow(value)
+    clock.report(length=length)

@@ -26,6 +26,7 @@ from cluster_sdk_support import EXAMPLES
 from kstep._settings import Settings
 from kstep.cluster.submit import submit
 from kstep.runner._references import import_reference
+from testbed.processes import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow]
 
@@ -42,10 +43,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def store_environment(s3: Any, postgres_url: str) -> dict[str, str]:
+def store_environment(s3: Any, fresh_postgres_url: str) -> dict[str, str]:
     """The store settings the operator, the step pods and this test share."""
     return {
-        "KSTEP_METADATA_URL": postgres_url,
+        "KSTEP_METADATA_URL": fresh_postgres_url,
         "KSTEP_ARTIFACT_ROOT": s3.uri("kstep"),
         "KSTEP_S3_ENDPOINT_URL": s3.endpoint_url,
         "KSTEP_S3_REGION": s3.region,
@@ -159,13 +160,20 @@ def test_submit_runs_the_fan_out_example_through_the_operator_from_a_code_archiv
     assert f"sum of squares: {sum(v * v for v in data)}" in finished.steps["report"].logs()
 
     # The isolated step ran as a Job whose pod reported the runner's termination message.
+    # The step ends when the runner records its outcome, so the run may end before the pod's
+    # status says it terminated.
     heavy = next(step for step in run.steps() if step.invocation_id == "score_heavy")
     assert heavy.job_name is not None
     with kstep_crds.api_client() as api_client:
-        pods = client.CoreV1Api(api_client).list_namespaced_pod(
-            namespace, label_selector=f"job-name={heavy.job_name}"
-        )
-    terminated = pods.items[0].status.container_statuses[0].state.terminated
+        core = client.CoreV1Api(api_client)
+
+        def terminated_state() -> Any:
+            pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={heavy.job_name}")
+            statuses = pods.items[0].status.container_statuses if pods.items else None
+            return statuses[0].state.terminated if statuses else None
+
+        wait_until(terminated_state, timeout=30, what="the isolated step's pod terminated")
+        terminated = terminated_state()
     message = json.loads(terminated.message)
     assert message["status"] == "completed"
     assert message["outputs"] == {"partial": finished.steps["score_heavy"].outputs["partial"].id}

@@ -80,9 +80,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def store_environment(s3: Any, postgres_url: str) -> dict[str, str]:
+def store_environment(s3: Any, fresh_postgres_url: str) -> dict[str, str]:
     return {
-        "KSTEP_METADATA_URL": postgres_url,
+        "KSTEP_METADATA_URL": fresh_postgres_url,
         "KSTEP_ARTIFACT_ROOT": s3.uri("kstep"),
         "KSTEP_S3_ENDPOINT_URL": s3.endpoint_url,
         "KSTEP_S3_REGION": s3.region,

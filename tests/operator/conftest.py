@@ -22,9 +22,9 @@ def kstep_crds(control_plane: Any) -> None:
 
 
 @pytest.fixture
-def store_env(postgres_url: str, s3: Any) -> dict[str, str]:
-    """Store settings every component of a test shares: Postgres and a fresh S3 bucket."""
-    return store_settings(postgres_url, s3)
+def store_env(fresh_postgres_url: str, s3: Any) -> dict[str, str]:
+    """Store settings every component of a test shares: a fresh database and S3 bucket."""
+    return store_settings(fresh_postgres_url, s3)
 
 
 @pytest.fixture
@@ -67,12 +67,12 @@ def shared_cluster(
     control_plane: Any,
     kubelet_standin: Any,
     kstep_crds: None,
-    postgres_url: str,
+    postgres: Any,
     _testbed_s3_server: Any,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[Cluster]:
-    """One operator for a whole module, in its own namespace and bucket.
+    """One operator for a whole module, in its own namespace, database and bucket.
 
     For tests whose runs cannot disturb each other (each names its own runs): starting an
     operator takes seconds on a busy machine.
@@ -96,7 +96,7 @@ def shared_cluster(
             with operator_cluster(
                 control_plane,
                 namespace,
-                store_settings(postgres_url, bucket),
+                store_settings(postgres.create_database(), bucket),
                 workdir / "side-channel.log",
                 workdir / "operator",
                 standin=kubelet_standin,

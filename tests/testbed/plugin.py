@@ -200,6 +200,13 @@ def postgres_url(postgres: PostgresServer) -> str:
     return postgres.create_database()
 
 
+@pytest.fixture
+def fresh_postgres_url(postgres: PostgresServer) -> str:
+    """A database of this test's own: with a fresh bucket, a test's runs find none of another
+    test's step runs, so no step is served from another test's cache."""
+    return postgres.create_database()
+
+
 # ---------------------------------------------------------------------- s3
 
 
