@@ -465,9 +465,10 @@ METHOD = """## Method
   few bytes that the S3 store keeps in its metadata row (a `data:` URI) rather than as an
   object; it prints nothing, so it has no log object either. The orchestrator's writer
   thread creates the StepRuns and writes their statuses while the function goes on.
-- **Chain of S3 objects** (`inline_chain_objects`, one round): the same chain with a step
-  whose output is 4 KiB of bytes, over the size kept in a row, so every step also uploads
-  its output to the S3 server (and the next step reads it from the pod's local cache).
+- **Chain of S3 objects** (`inline_chain_objects`, one round): the same chain with steps
+  whose output is 4 KiB of bytes (`blob`, then `grow` on the previous output), over the
+  size kept in a row, so every step also uploads its output to the S3 server (the next
+  step reads it from the pod's local cache).
   - *per step*: the function's own run time (`time.perf_counter()` from its first line to
     the last step's end, printed to the run's log) divided by `size`. It leaves out the
     pod's start and the run's recording, and includes every StepRun write.

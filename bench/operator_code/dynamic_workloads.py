@@ -80,11 +80,17 @@ def grow(data: bytes) -> bytes:
     return bytes((byte + 1) % 256 for byte in data)
 
 
+@step
+def blob(start: int) -> bytes:
+    """4 KiB to start `inline_chain_objects` from."""
+    return bytes([start % 256]) * 4096
+
+
 @pipeline(dynamic=True, enable_cache=False)
 def inline_chain_objects(length: int = 1000, start: int = 0) -> None:
     """`length` synchronous inline calls like `inline_chain`, each output an S3 object."""
     clock = _Clock()
-    value = grow(bytes([start % 256]) * 4096)
+    value = blob(start)
     for _ in range(length - 1):
         value = grow(value)
     clock.report(length=length)
