@@ -79,6 +79,12 @@ def inline_version_files(uri: str) -> dict[str, bytes]:
         raise ArtifactLoadError(f"the version {describe_uri(uri)} is damaged: {error}") from None
 
 
+def refuse_writes(mode: str, uri: str) -> None:
+    """Raise if `mode` would write to a file of the committed version at `uri`."""
+    if any(flag in mode for flag in "wax+"):
+        raise ArtifactPathError(f"artifact {describe_uri(uri)} is committed and cannot be written")
+
+
 def check_relative(relative_path: str, uri: str) -> str:
     """Return `relative_path` normalized, refusing anything outside the artifact's location."""
     normalized = posixpath.normpath(relative_path.replace(os.sep, "/"))
@@ -181,9 +187,10 @@ class ReadLocation(ABC):
 
     uri: str
 
-    @abstractmethod
     def open(self, relative_path: str, mode: str = "rb") -> IO[Any]:
         """Open a file of the version for reading."""
+        refuse_writes(mode, self.uri)
+        return open(self.local_path(relative_path), mode)
 
     @abstractmethod
     def local_path(self, relative_path: str) -> str:
@@ -318,8 +325,7 @@ class _LocalRead(_LocalPaths, ReadLocation):
         self.base = uri
 
     def open(self, relative_path: str, mode: str = "rb") -> IO[Any]:
-        if any(flag in mode for flag in "wax+"):
-            raise ArtifactPathError(f"artifact {self.uri} is committed and cannot be written")
+        refuse_writes(mode, self.uri)
         try:
             return open(self._path(relative_path), mode)
         except FileNotFoundError:
@@ -548,13 +554,13 @@ class _S3Staged(StagedVersion):
         return os.path.exists(self._path(relative_path))
 
     def commit(self) -> str:
-        paths = list(_walk_files(self.base))
-        if sum(os.path.getsize(path) for path in paths) <= self.store.inline_bytes:
-            return self._commit_inline(paths)
+        sizes = {path: os.path.getsize(path) for path in _walk_files(self.base)}
+        if sum(sizes.values()) <= self.store.inline_bytes:
+            return self._commit_inline(list(sizes))
         bucket, key = parse_s3_uri(self.uri)
-        for path in paths:
+        for path, size in sizes.items():
             relative = os.path.relpath(path, self.base).replace(os.sep, "/")
-            if os.path.getsize(path) > SINGLE_REQUEST_BYTES:
+            if size > SINGLE_REQUEST_BYTES:
                 self.store.client.upload_file(path, bucket, f"{key}/{relative}")
                 continue
             # One PUT for a small file: see `S3ArtifactStore._download`.
@@ -595,13 +601,6 @@ class _InlineRead(ReadLocation):
         self._files = inline_version_files(uri)
         self._folder = folder
 
-    def open(self, relative_path: str, mode: str = "rb") -> IO[Any]:
-        if any(flag in mode for flag in "wax+"):
-            raise ArtifactPathError(
-                f"artifact {describe_uri(self.uri)} is committed and cannot be written"
-            )
-        return open(self.local_path(relative_path), mode)
-
     def local_path(self, relative_path: str) -> str:
         relative = check_relative(relative_path, describe_uri(self.uri))
         if relative not in self._files:
@@ -637,11 +636,6 @@ class _S3Read(ReadLocation):
     def __init__(self, store: S3ArtifactStore, uri: str) -> None:
         self.store = store
         self.uri = uri
-
-    def open(self, relative_path: str, mode: str = "rb") -> IO[Any]:
-        if any(flag in mode for flag in "wax+"):
-            raise ArtifactPathError(f"artifact {self.uri} is committed and cannot be written")
-        return open(self.local_path(relative_path), mode)
 
     def local_path(self, relative_path: str) -> str:
         return self.store.download(self.uri, relative_path)
