@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kstep._errors import ExecutionError
+from kstep._errors import ClusterError, ExecutionError
 from kstep.cluster import names
 from kstep.cluster._kube import api_error
 from kstep.cluster._watching import Watch, WatchEvent
@@ -101,6 +101,26 @@ class StepRunTracker:
     def put(self, body: dict[str, Any]) -> None:
         """Record a version this process wrote (the watch may report it later)."""
         self._observe(body)
+
+    def create(self, name: str, manifest: dict[str, Any]) -> None:
+        """Create StepRun `name` from `manifest`, or take the one that exists, and record it.
+
+        Raises:
+            ClusterError: the API server refused it, with the server's message.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            created = self.api.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "stepruns", manifest
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise api_error(error, f"creating StepRun {self.namespace}/{name}") from None
+            created = self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "stepruns", name
+            )
+        self.put(created)
 
     def when_ended(self, name: str, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call `callback(step_run)` once the StepRun has ended (at once if it has)."""
@@ -349,22 +369,9 @@ class ClusterLauncher(AttemptLauncher):
 
     def _start_isolated(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
         # Created at once: the operator runs the step from its StepRun.
-        from kubernetes.client.exceptions import ApiException
-
         name = self._name(prepared.invocation_id)
         if self.tracker.get(name) is None:
-            body = self._prepared_manifest(prepared, "operator")
-            try:
-                created = self.tracker.api.create_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, "stepruns", body
-                )
-            except ApiException as error:
-                if error.status != 409:
-                    raise api_error(error, f"creating StepRun {self.namespace}/{name}") from None
-                created = self.tracker.api.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, "stepruns", name
-                )
-            self.tracker.put(created)
+            self.tracker.create(name, self._prepared_manifest(prepared, "operator"))
         self._ours.add(name)
         prepared.attempts += 1
         self.tracker.when_ended(name, lambda body: on_done(self._outcome(body)))
@@ -562,24 +569,15 @@ class _StatusWriter:
                     self._changed.notify_all()
 
     def _create(self, name: str, manifest: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        api, namespace = self._tracker.api, self._tracker.namespace
         try:
-            created = api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "stepruns", manifest
-            )
-        except ApiException as error:
-            if error.status != 409:
-                failure = api_error(error, f"creating StepRun {namespace}/{name}")
-                with self._changed:
-                    # Its statuses cannot be written; the pipeline's next call fails with this.
-                    self._pending.pop(name, None)
-                    self._uncreated.add(name)
-                    self._failure = self._failure or ExecutionError(str(failure))
-                raise failure from None
-            created = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "stepruns", name)
-        self._tracker.put(created)
+            self._tracker.create(name, manifest)
+        except ClusterError as failure:
+            with self._changed:
+                # Its statuses cannot be written; the pipeline's next call fails with this.
+                self._pending.pop(name, None)
+                self._uncreated.add(name)
+                self._failure = self._failure or ExecutionError(str(failure))
+            raise
 
     def _write(self, name: str, status: dict[str, Any]) -> None:
         if "phase" in status:
