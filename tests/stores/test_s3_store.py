@@ -58,11 +58,12 @@ def inline_store(s3_credentials: Any, cache_dir: Path) -> S3ArtifactStore:
     )
 
 
-def count_puts(store: S3ArtifactStore) -> list[str]:
-    """The keys of every PutObject request the store's client makes from now on."""
+def requested_keys(store: S3ArtifactStore, operation: str) -> list[str]:
+    """The keys of every `operation` request (GetObject, PutObject) the store's client makes
+    from now on."""
     keys: list[str] = []
     store.client.meta.events.register(
-        "before-parameter-build.s3.PutObject", lambda params, **_: keys.append(params["Key"])
+        f"before-parameter-build.s3.{operation}", lambda params, **_: keys.append(params["Key"])
     )
     return keys
 
@@ -102,15 +103,6 @@ def test_s3_store_saves_and_loads_through_materializers(
         assert loaded == value
 
 
-def count_gets(store: S3ArtifactStore) -> list[str]:
-    """The keys of every GetObject request the store's client makes from now on."""
-    keys: list[str] = []
-    store.client.meta.events.register(
-        "before-parameter-build.s3.GetObject", lambda params, **_: keys.append(params["Key"])
-    )
-    return keys
-
-
 def test_s3_store_reads_a_version_it_committed_without_downloading_it(
     s3_credentials: Any, s3_store: S3ArtifactStore, tmp_path: Path
 ) -> None:
@@ -125,7 +117,7 @@ def test_s3_store_reads_a_version_it_committed_without_downloading_it(
         region=s3_credentials.region,
         cache_dir=str(tmp_path / "other-cache"),
     )
-    ours, theirs = count_gets(s3_store), count_gets(other)
+    ours, theirs = requested_keys(s3_store, "GetObject"), requested_keys(other, "GetObject")
 
     loaded_here = JsonMaterializer(s3_store.location(small_uri)).load(dict)
     loaded_elsewhere = JsonMaterializer(other.location(small_uri)).load(dict)
@@ -172,7 +164,7 @@ def test_s3_store_keeps_a_small_version_in_its_uri_and_reads_it_anywhere(
 ) -> None:
     store = inline_store(s3_credentials, tmp_path / "cache")
     elsewhere = inline_store(s3_credentials, tmp_path / "other-cache")
-    puts, gets = count_puts(store), count_gets(elsewhere)
+    puts, gets = requested_keys(store, "PutObject"), requested_keys(elsewhere, "GetObject")
     staged = store.stage("small", "v1")
     materializer(staged).save(value)
 
