@@ -18,9 +18,11 @@ from kubernetes.client.exceptions import ApiException
 from kstep import Pipeline, pipeline, step
 from kstep._errors import RunFailed
 from kstep._settings import Settings
+from kstep.cluster import names
 from kstep.cluster._launcher import ClusterLauncher, StepRunTracker
 from kstep.engine import LocalEngine
 from kstep.engine._dynamic import run_dynamic
+from kstep.engine._replay import ReplayIndex
 from kstep.runner import RunInfo
 
 
@@ -39,10 +41,15 @@ def launch(
     engine: LocalEngine,
     name: str,
     pipeline: Pipeline = three_quick_steps,
+    *,
+    record: Any = None,
+    replay: ReplayIndex | None = None,
     **options: Any,
 ) -> tuple[Any, ClusterLauncher]:
-    """A run record of `pipeline` and the launcher its orchestrator would use."""
-    record = engine.start_run(pipeline, {}, mode="dynamic")
+    """A run record of `pipeline` (a new one unless given) and the launcher its orchestrator
+    would use."""
+    if record is None:
+        record = engine.start_run(pipeline, {}, mode="dynamic")
     run_object = {
         "apiVersion": "kstep.dev/v1alpha1",
         "kind": "PipelineRun",
@@ -53,7 +60,7 @@ def launch(
         engine,
         RunInfo(record.id, record.name, pipeline.name),
         pipeline,
-        None,
+        replay,
         run_object=run_object,
         tracker=StepRunTracker(api, "default", name),
         **options,
@@ -275,3 +282,60 @@ def test_the_pipeline_goes_on_while_status_writes_wait_and_closing_writes_them_a
     assert len(api.objects) == 3
     assert {body["status"]["phase"] for body in api.objects.values()} == {"completed"}
     assert all(phase == "completed" for _, phase in api.writes[-3:])
+
+
+class SlowCreatingApi(RecordingApi):
+    """Takes a while to create a StepRun, as a busy API server does."""
+
+    def create_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        time.sleep(0.3)
+        return super().create_namespaced_custom_object(*args, **kwargs)
+
+
+# The API server of a second orchestrator pod, and whether the StepRun of the step below
+# existed each time the step started.
+second_pod_api = SlowCreatingApi(hold_running=False)
+dies_once_step_run = names.step_run_name("relaunched", "dies_once")
+steprun_existed: list[bool] = []
+
+
+@step
+def dies_once(x: int) -> int:
+    steprun_existed.append(dies_once_step_run in second_pod_api.objects)
+    if len(steprun_existed) == 1:
+        raise RuntimeError("the orchestrator pod dies here")
+    return x
+
+
+@pipeline(dynamic=True, enable_cache=False)
+def one_step_dying_once() -> None:
+    dies_once(1)
+
+
+def test_a_step_run_again_after_its_pod_died_has_its_steprun_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    # A pod that dies inside a step may die before its writer created the step's StepRun.
+    # The next pod creates it before the step runs again: should that pod die too, the
+    # StepRun is there for the operator to give the run's end.
+    engine = LocalEngine(Settings(home=str(tmp_path / "home")))
+    steprun_existed.clear()
+    try:
+        record, first = launch(RecordingApi(), engine, "relaunched", one_step_dying_once)
+        with pytest.raises(RunFailed):
+            run_dynamic(engine, one_step_dying_once, {}, record, None, first)
+        first.close()
+
+        replay = ReplayIndex(engine.stores.metadata.step_runs_of(record.id))
+        _, second = launch(
+            second_pod_api, engine, "relaunched", one_step_dying_once, record=record, replay=replay
+        )
+        run_dynamic(engine, one_step_dying_once, {}, record, replay, second)
+        second.close()
+    finally:
+        engine.close()
+
+    assert steprun_existed == [False, True]
+    body = second_pod_api.objects[dies_once_step_run]
+    assert body["status"]["phase"] == "completed"
+    assert body["status"]["attempts"] == 2

@@ -379,6 +379,12 @@ class ClusterLauncher(AttemptLauncher):
 
     def _start_inline(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
         name = self._name(prepared.invocation_id)
+        if prepared.attempt_base and name not in self._ours and self.tracker.get(name) is None:
+            # An earlier orchestrator pod ran this step and died before its writer created
+            # the StepRun, perhaps killed by the step itself: created before the step runs
+            # again, so that the StepRun shows how the run ended should it die once more.
+            self.tracker.create(name, self._prepared_manifest(prepared, "orchestrator"))
+            self._ours.add(name)
         self._own(name, lambda: self._prepared_manifest(prepared, "orchestrator"))
         started = self._start_time(name)
 
