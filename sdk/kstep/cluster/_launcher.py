@@ -228,12 +228,21 @@ class ClusterLauncher(AttemptLauncher):
             fingerprint=prepared.input_fingerprint,
         )
 
-    def _own(self, name: str, manifest: Callable[[], dict[str, Any]]) -> None:
-        """Have the writer create StepRun `name` for this orchestrator, unless it exists."""
+    def _own(
+        self, name: str, manifest: Callable[[], dict[str, Any]], *, at_once: bool = False
+    ) -> None:
+        """Have StepRun `name` created for this orchestrator, unless it exists.
+
+        The writer creates it, or with `at_once` it is created before this returns (raising
+        `ClusterError` if the API server refuses it).
+        """
         if name in self._ours or self.tracker.get(name) is not None:
             return
         self._ours.add(name)
-        self._statuses.create(name, manifest())
+        if at_once:
+            self.tracker.create(name, manifest())
+        else:
+            self._statuses.create(name, manifest())
 
     def _start_time(self, name: str) -> str:
         """When the StepRun's first attempt started (now, for a first attempt)."""
@@ -379,13 +388,14 @@ class ClusterLauncher(AttemptLauncher):
 
     def _start_inline(self, prepared: PreparedInvocation, on_done: OnDone) -> RunningAttempt:
         name = self._name(prepared.invocation_id)
-        if prepared.attempt_base and name not in self._ours and self.tracker.get(name) is None:
-            # An earlier orchestrator pod ran this step and died before its writer created
-            # the StepRun, perhaps killed by the step itself: created before the step runs
-            # again, so that the StepRun shows how the run ended should it die once more.
-            self.tracker.create(name, self._prepared_manifest(prepared, "orchestrator"))
-            self._ours.add(name)
-        self._own(name, lambda: self._prepared_manifest(prepared, "orchestrator"))
+        # A step an earlier orchestrator pod ran may have died with it before its writer
+        # created the StepRun, perhaps killed by the step itself: then the StepRun is created
+        # before the step runs again, so that it shows how the run ended should it die again.
+        self._own(
+            name,
+            lambda: self._prepared_manifest(prepared, "orchestrator"),
+            at_once=prepared.attempt_base > 0,
+        )
         started = self._start_time(name)
 
         def done(outcome: StepOutcome) -> None:
